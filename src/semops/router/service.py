@@ -1,0 +1,623 @@
+"""The router: the scheme's data center and the commit point of every transfer.
+
+Theory of operation (DESIGN.md §3, §6, §8):
+
+- Participants join with a registration signed by the key of a certificate that chains to
+  the scheme root and names them; the router publishes a signed directory built from the
+  registered certificates (ids, kinds, endpoints, keys, status).
+- A payment arrives as a TransferPrepare signed by the payer processor. The router checks
+  the signature and that both processors are active, checks the payer processor's
+  net-debit cap (its committed position minus what it has in flight), records the transfer
+  RESERVED, and only then asks the payee processor, with a RoutedPrepare that it signs
+  itself and that does not name the payer processor. The answer is a TransferFulfil (whose
+  fulfilment must hash to the condition, before expiry) or a TransferReject.
+- Recording COMMITTED, together with both net positions, in one database transaction is
+  the commit point: from then on both processors must finish the payment. The payer
+  processor hears the outcome in the reply to its prepare; the payee processor through the
+  durable outbox, re-sent until acknowledged. Anyone may ask for a transfer's state.
+- A transfer still RESERVED at its expiry is aborted by a sweeper, and both sides are told.
+  A prepare that arrives after its expiry is refused without being recorded, so a payer
+  processor that finds no record of its expired transfer knows it can never be committed.
+- A refund names an earlier committed payment. The router alone knows who paid it, so it
+  forwards the refund to that processor and commits when it accepts, never beyond the
+  amount paid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import structlog
+from cryptography import x509
+
+from semops.core.clock import Clock
+from semops.core.errors import E, SemopsError
+from semops.core.limits import TRANSFER_HOP_MARGIN_S, TRANSFER_TTL_DEFAULT_S
+from semops.crypto import (
+    KeyRing,
+    KeyUse,
+    PrivateKey,
+    check_fulfilment,
+    public_jwk,
+    read_unverified_claims,
+)
+from semops.crypto.keys import PublicKeyRecord, make_kid
+from semops.crypto.pki import (
+    certificate_pem,
+    load_certificate_pem,
+    validate_chain,
+)
+from semops.protocol import (
+    ROUTER_TRANSFER,
+    Directory,
+    DirectoryEntry,
+    DirectoryKey,
+    ParticipantRegistration,
+    RefundResult,
+    RefundTransfer,
+    RoutedPrepare,
+    RouterTransferEvent,
+    RouterTransferState,
+    TransferFulfil,
+    TransferPrepare,
+    TransferReject,
+    TransferStatus,
+    open_signed,
+    parse_claims,
+    sign,
+)
+from semops.service.http import Peer
+from semops.service.outbox import (
+    OUTBOX_BATCH_MAX,
+    OUTBOX_DELIVERY_TIMEOUT_S,
+    OUTBOX_POLL_INTERVAL_S,
+    next_attempt_at,
+)
+from semops.store import router as store
+from semops.store.db import Database
+
+log = structlog.get_logger("semops.router")
+
+# The payee processor must answer a routed prepare within this time (or before expiry).
+PAYEE_ANSWER_TIMEOUT_S: Final = 10.0
+# A signed directory is valid for a day; it is rebuilt whenever a participant changes.
+DIRECTORY_TTL_S: Final = 24 * 60 * 60
+SWEEP_BATCH_MAX: Final = 500
+SCHEME_STATUS_PATH: Final = "/v1/scheme/status"
+SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
+SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterIdentity:
+    router_id: str
+    display_name: str
+    endpoint: str
+    sign_key: PrivateKey
+    sign_certificate: x509.Certificate
+    enc_certificate: x509.Certificate
+    root_certificate: x509.Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A signed TransferStatus and whether the transfer is decided (200) or not yet (202)."""
+
+    token: str
+    decided: bool
+
+
+def _timestamp(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def certificate_key_record(
+    owner: str, certificate: x509.Certificate, use: KeyUse
+) -> PublicKeyRecord:
+    public = certificate.public_key()
+    jwk = public_jwk(public)  # type: ignore[arg-type]
+    return PublicKeyRecord(
+        kid=make_kid(owner, jwk),
+        owner=owner,
+        use=use,
+        jwk=jwk,
+        not_before=_timestamp(certificate.not_valid_before_utc),
+        not_after=_timestamp(certificate.not_valid_after_utc),
+    )
+
+
+class Router:
+    def __init__(self, identity: RouterIdentity, database: Database, clock: Clock, peer: Peer):
+        self.identity = identity
+        self.database = database
+        self.clock = clock
+        self.peer = peer
+        self._directory: Directory | None = None
+        self._directory_token: str | None = None
+        self._ring = KeyRing()
+        self._serial = 0
+        self._outbox_wakeup = asyncio.Event()
+
+    # --- directory --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock.now()
+        identity = self.identity
+        async with self.database.write() as connection:
+            await store.save_participant(
+                connection,
+                {
+                    "participant_id": identity.router_id,
+                    "kind": "router",
+                    "display_name": identity.display_name,
+                    "endpoint": identity.endpoint,
+                    "status": "active",
+                    "sign_certificate": certificate_pem(identity.sign_certificate).decode(),
+                    "enc_certificate": certificate_pem(identity.enc_certificate).decode(),
+                    "net_debit_cap_minor": None,
+                    "registered_at": now,
+                    "updated_at": now,
+                },
+            )
+        await self.rebuild_directory()
+
+    async def rebuild_directory(self) -> None:
+        async with self.database.read() as connection:
+            rows = await store.list_participants(connection)
+        now = self.clock.now()
+        entries = []
+        for row in rows:
+            sign_cert = load_certificate_pem(row["sign_certificate"].encode())
+            enc_cert = load_certificate_pem(row["enc_certificate"].encode())
+            owner = row["participant_id"]
+            keys = (
+                DirectoryKey.from_record(certificate_key_record(owner, sign_cert, KeyUse.SIGN)),
+                DirectoryKey.from_record(certificate_key_record(owner, enc_cert, KeyUse.ENCRYPT)),
+            )
+            entries.append(
+                DirectoryEntry(
+                    participant_id=owner,
+                    kind=row["kind"],
+                    display_name=row["display_name"],
+                    endpoint=row["endpoint"],
+                    status=row["status"],
+                    keys=keys,
+                )
+            )
+        self._serial = max(self._serial + 1, now)
+        directory = Directory(
+            serial=self._serial,
+            router_id=self.identity.router_id,
+            issued_at=now,
+            expires_at=now + DIRECTORY_TTL_S,
+            entries=tuple(entries),
+        )
+        self._directory = directory
+        self._directory_token = sign(directory, self.identity.sign_key)
+        self._ring = KeyRing(directory.key_records())
+
+    def directory_document(self) -> dict[str, str]:
+        assert self._directory_token is not None, "start() builds the directory"
+        return {
+            "directory": self._directory_token,
+            "router_certificate": certificate_pem(self.identity.sign_certificate).decode(),
+        }
+
+    @property
+    def directory(self) -> Directory:
+        assert self._directory is not None, "start() builds the directory"
+        return self._directory
+
+    async def register(self, token: str) -> dict[str, str]:
+        """Admit or update a processor whose certificates chain to the scheme root."""
+        now = self.clock.now()
+        registration = self._verify_registration(token, now)
+        async with self.database.write() as connection:
+            existing = await store.get_participant(connection, registration.participant_id)
+            await store.save_participant(
+                connection,
+                {
+                    "participant_id": registration.participant_id,
+                    "kind": registration.kind,
+                    "display_name": registration.display_name,
+                    "endpoint": registration.endpoint,
+                    "status": existing["status"] if existing else "active",
+                    "sign_certificate": registration.sign_certificate,
+                    "enc_certificate": registration.enc_certificate,
+                    "net_debit_cap_minor": existing["net_debit_cap_minor"] if existing else None,
+                    "registered_at": existing["registered_at"] if existing else now,
+                    "updated_at": now,
+                },
+            )
+        log.info("participant_registered", participant=registration.participant_id)
+        await self.rebuild_directory()
+        return self.directory_document()
+
+    def _verify_registration(self, token: str, now: int) -> ParticipantRegistration:
+        # The key that signed the registration comes from the certificate inside it, so
+        # read the claims first, check the certificates against the root, then verify the
+        # signature with the certified key. Nothing is trusted before all three hold.
+        unverified = parse_claims(read_unverified_claims(token), ParticipantRegistration)
+        at = datetime.fromtimestamp(now, UTC)
+        root = self.identity.root_certificate
+        owner = unverified.participant_id
+        sign_cert = load_certificate_pem(unverified.sign_certificate.encode())
+        enc_cert = load_certificate_pem(unverified.enc_certificate.encode())
+        validate_chain(sign_cert, root, at, expected_party=owner, expected_usage="sign")
+        validate_chain(enc_cert, root, at, expected_party=owner, expected_usage="encrypt")
+        ring = KeyRing([certificate_key_record(owner, sign_cert, KeyUse.SIGN)])
+        return open_signed(token, ParticipantRegistration, ring, now).message
+
+    # --- participants ---------------------------------------------------------------------
+
+    def _active(self, participant_id: str) -> DirectoryEntry:
+        return self.directory.active_entry(participant_id)
+
+    def _verify(self, token: str, expected: type[Any], now: int) -> Any:
+        return open_signed(token, expected, self._ring, now)
+
+    async def set_status(self, participant_id: str, status: str) -> None:
+        """Operator action: suspend or resume a processor (audited by the caller's log)."""
+        if status not in ("active", "suspended") or participant_id == self.identity.router_id:
+            raise SemopsError(E.VALIDATION_FAILED, "status is active or suspended")
+        async with self.database.write() as connection:
+            if not await store.set_participant_status(
+                connection, participant_id, status, self.clock.now()
+            ):
+                raise SemopsError(E.PROCESSOR_UNKNOWN)
+        log.info("participant_status_changed", participant=participant_id, status=status)
+        await self.rebuild_directory()
+
+    async def set_cap(self, participant_id: str, cap_minor: int | None) -> None:
+        if cap_minor is not None and cap_minor < 0:
+            raise SemopsError(E.VALIDATION_FAILED, "a net-debit cap is zero or more")
+        async with self.database.write() as connection:
+            if not await store.set_net_debit_cap(
+                connection, participant_id, cap_minor, self.clock.now()
+            ):
+                raise SemopsError(E.PROCESSOR_UNKNOWN)
+        log.info("net_debit_cap_changed", participant=participant_id)
+
+    # --- transfers --------------------------------------------------------------------
+
+    def _status_token(self, row: dict[str, Any]) -> str:
+        status = TransferStatus(
+            transfer_id=row["transfer_id"],
+            kind=row["kind"],
+            state=row["state"],
+            amount_minor=row["amount_minor"],
+            currency=row["currency"],
+            decided_at=row["decided_at"] if row["decided_at"] is not None else row["created_at"],
+            fulfilment=row["fulfilment"] if row["kind"] == "payment" else None,
+            reason_code=row["reason_code"],
+            original_transfer_id=row["original_transfer_id"],
+        )
+        return sign(status, self.identity.sign_key)
+
+    async def transfer_status(self, transfer_id: str) -> Outcome:
+        async with self.database.read() as connection:
+            row = await store.get_transfer(connection, transfer_id)
+        if row is None:
+            raise SemopsError(E.NOT_FOUND, "the router has no such transfer")
+        return Outcome(self._status_token(row), row["state"] != "reserved")
+
+    async def _check_cap(
+        self, connection: Any, participant_id: str, currency: str, amount_minor: int
+    ) -> None:
+        participant = await store.get_participant(connection, participant_id)
+        cap = participant["net_debit_cap_minor"] if participant else None
+        if cap is None:
+            return
+        position = await store.get_position(connection, participant_id, currency)
+        in_flight = await store.reserved_outflow(connection, participant_id, currency)
+        if position - in_flight - amount_minor < -cap:
+            raise SemopsError(E.NET_DEBIT_CAP_EXCEEDED)
+
+    async def _existing(
+        self, connection: Any, transfer_id: str, digest: str
+    ) -> dict[str, Any] | None:
+        row = await store.get_transfer(connection, transfer_id, for_update=True)
+        if row is not None and row["content_digest"] != digest:
+            raise SemopsError(E.IDEMPOTENCY_CONFLICT)
+        return row
+
+    async def prepare(self, token: str) -> Outcome:
+        now = self.clock.now()
+        prepare: TransferPrepare = self._verify(token, TransferPrepare, now).message
+        self._active(prepare.payer_processor)
+        payee = self._active(prepare.payee_processor)
+        digest = prepare.digest()
+        async with self.database.write() as connection:
+            existing = await self._existing(connection, prepare.transfer_id, digest)
+            if existing is None:
+                await self._check_cap(
+                    connection, prepare.payer_processor, prepare.currency, prepare.amount_minor
+                )
+                await store.insert_transfer(
+                    connection,
+                    {
+                        "transfer_id": prepare.transfer_id,
+                        "kind": "payment",
+                        "payer_processor": prepare.payer_processor,
+                        "payee_processor": prepare.payee_processor,
+                        "amount_minor": prepare.amount_minor,
+                        "currency": prepare.currency,
+                        "condition": prepare.condition,
+                        "expires_at": prepare.expires_at,
+                        "state": RouterTransferState.RESERVED.value,
+                        "fulfilment": None,
+                        "reason_code": None,
+                        "original_transfer_id": None,
+                        "content_digest": digest,
+                        "created_at": now,
+                        "decided_at": None,
+                    },
+                )
+        if existing is not None:  # a retry: answer what we know, act no further
+            return Outcome(self._status_token(existing), existing["state"] != "reserved")
+        routed = RoutedPrepare(
+            transfer_id=prepare.transfer_id,
+            payee_processor=prepare.payee_processor,
+            amount_minor=prepare.amount_minor,
+            currency=prepare.currency,
+            condition=prepare.condition,
+            created_at=now,
+            expires_at=max(prepare.expires_at - TRANSFER_HOP_MARGIN_S, now + 1),
+            sealed=prepare.sealed,
+        )
+        answer = await self._ask_payee(payee, sign(routed, self.identity.sign_key), routed)
+        return await self._settle_payment(prepare, answer)
+
+    async def _ask_payee(
+        self, payee: DirectoryEntry, routed_token: str, routed: RoutedPrepare
+    ) -> TransferFulfil | TransferReject | None:
+        timeout_s = max(0.5, min(PAYEE_ANSWER_TIMEOUT_S, routed.expires_at - self.clock.now()))
+        try:
+            answer = await self.peer.call_jose(
+                "POST",
+                payee.endpoint + SCHEME_TRANSFERS_PATH,
+                jose=routed_token,
+                timeout_s=timeout_s,
+            )
+        except SemopsError as error:
+            log.warning("payee_unreachable", transfer_id=routed.transfer_id, code=error.code)
+            return None
+        try:
+            message = self._open_answer(answer, payee.participant_id)
+        except SemopsError as error:
+            log.warning("payee_answer_refused", transfer_id=routed.transfer_id, code=error.code)
+            return None
+        if message.transfer_id != routed.transfer_id:
+            log.warning("payee_answer_for_other_transfer", transfer_id=routed.transfer_id)
+            return None
+        return message
+
+    def _open_answer(self, token: str, payee_id: str) -> TransferFulfil | TransferReject:
+        now = self.clock.now()
+        kind = read_unverified_claims(token).get("type")
+        if kind == TransferReject.MESSAGE_TYPE:
+            return open_signed(
+                token, TransferReject, self._ring, now, expected_signer=payee_id
+            ).message
+        return open_signed(token, TransferFulfil, self._ring, now, expected_signer=payee_id).message
+
+    async def _settle_payment(
+        self, prepare: TransferPrepare, answer: TransferFulfil | TransferReject | None
+    ) -> Outcome:
+        now = self.clock.now()
+        if answer is None:
+            # Undecided: the sweeper aborts it at expiry unless a retry or status query
+            # brings the answer first. The payer processor keeps asking; it never voids alone.
+            async with self.database.read() as connection:
+                row = await store.get_transfer(connection, prepare.transfer_id)
+            assert row is not None
+            return Outcome(self._status_token(row), row["state"] != "reserved")
+        if isinstance(answer, TransferFulfil):
+            try:
+                check_fulfilment(answer.fulfilment, prepare.condition)
+                if now >= prepare.expires_at:
+                    raise SemopsError(E.TRANSFER_EXPIRED)
+                event, reason, fulfilment = RouterTransferEvent.FULFILLED, None, answer.fulfilment
+            except SemopsError as error:
+                event, reason, fulfilment = RouterTransferEvent.EXPIRED, error.code, None
+        else:
+            event, reason, fulfilment = RouterTransferEvent.REJECTED, answer.reason_code, None
+        return await self._decide(prepare.transfer_id, event, reason, fulfilment)
+
+    async def _decide(
+        self,
+        transfer_id: str,
+        event: RouterTransferEvent,
+        reason_code: str | None,
+        fulfilment: str | None,
+    ) -> Outcome:
+        """Record the outcome (the commit point) with positions and notifications, once."""
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            row = await store.get_transfer(connection, transfer_id, for_update=True)
+            assert row is not None
+            state = RouterTransferState(row["state"])
+            target = ROUTER_TRANSFER.next(state, event)
+            if state is RouterTransferState.RESERVED:
+                committed = target is RouterTransferState.COMMITTED
+                await store.decide_transfer(
+                    connection,
+                    transfer_id,
+                    state=target.value,
+                    decided_at=now,
+                    fulfilment=fulfilment if committed else None,
+                    reason_code=None if committed else (reason_code or E.TRANSFER_REJECTED.code),
+                )
+                if committed:
+                    await store.adjust_position(
+                        connection, row["payer_processor"], row["currency"], -row["amount_minor"]
+                    )
+                    await store.adjust_position(
+                        connection, row["payee_processor"], row["currency"], row["amount_minor"]
+                    )
+                decided = await store.get_transfer(connection, transfer_id)
+                assert decided is not None
+                status_token = self._status_token(decided)
+                # The receiving side learns the outcome through the outbox; the sending side
+                # hears it in the reply, and on an abort through the outbox too, since an
+                # abort may come from the sweeper long after its call ended.
+                await store.enqueue(
+                    connection, row["payee_processor"], SCHEME_STATUS_PATH, status_token, now
+                )
+                if target is RouterTransferState.ABORTED:
+                    await store.enqueue(
+                        connection, row["payer_processor"], SCHEME_STATUS_PATH, status_token, now
+                    )
+                row = decided
+        self._outbox_wakeup.set()
+        log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
+        return Outcome(self._status_token(row), row["state"] != "reserved")
+
+    async def sweep_expired(self) -> int:
+        """Abort every transfer still RESERVED after its expiry; returns how many."""
+        now = self.clock.now()
+        async with self.database.read() as connection:
+            expired = await store.expired_reserved(connection, now, SWEEP_BATCH_MAX)
+        for transfer_id in expired:
+            await self._decide(
+                transfer_id, RouterTransferEvent.EXPIRED, E.TRANSFER_EXPIRED.code, None
+            )
+        return len(expired)
+
+    # --- refunds ----------------------------------------------------------------------
+
+    async def refund(self, token: str) -> Outcome:
+        now = self.clock.now()
+        refund: RefundTransfer = self._verify(token, RefundTransfer, now).message
+        self._active(refund.payee_processor)
+        digest = refund.digest()
+        async with self.database.write() as connection:
+            existing = await self._existing(connection, refund.refund_id, digest)
+            if existing is None:
+                original = await store.get_transfer(connection, refund.transfer_id)
+                if (
+                    original is None
+                    or original["kind"] != "payment"
+                    or original["payee_processor"] != refund.payee_processor
+                ):
+                    raise SemopsError(E.REFUND_NOT_ALLOWED, "no such payment to this processor")
+                if original["state"] != RouterTransferState.COMMITTED.value:
+                    raise SemopsError(E.REFUND_NOT_ALLOWED, "the payment was not completed")
+                if original["currency"] != refund.currency:
+                    raise SemopsError(E.CURRENCY_MISMATCH)
+                refunded = await store.refunds_total(connection, refund.transfer_id)
+                if refunded + refund.amount_minor > original["amount_minor"]:
+                    raise SemopsError(E.REFUND_EXCEEDS_PAID)
+                await self._check_cap(
+                    connection, refund.payee_processor, refund.currency, refund.amount_minor
+                )
+                receiver = original["payer_processor"]
+                await store.insert_transfer(
+                    connection,
+                    {
+                        "transfer_id": refund.refund_id,
+                        "kind": "refund",
+                        "payer_processor": refund.payee_processor,  # the refund's sender
+                        "payee_processor": receiver,  # the original payer's processor
+                        "amount_minor": refund.amount_minor,
+                        "currency": refund.currency,
+                        "condition": None,
+                        "expires_at": min(refund.expires_at, now + TRANSFER_TTL_DEFAULT_S),
+                        "state": RouterTransferState.RESERVED.value,
+                        "fulfilment": None,
+                        "reason_code": None,
+                        "original_transfer_id": refund.transfer_id,
+                        "content_digest": digest,
+                        "created_at": now,
+                        "decided_at": None,
+                    },
+                )
+        if existing is not None:
+            return Outcome(self._status_token(existing), existing["state"] != "reserved")
+        receiver_entry = self._active(receiver)
+        result = await self._ask_refund_receiver(receiver_entry, token, refund)
+        if result is None:
+            async with self.database.read() as connection:
+                row = await store.get_transfer(connection, refund.refund_id)
+            assert row is not None
+            return Outcome(self._status_token(row), row["state"] != "reserved")
+        if result.outcome == "accepted":
+            return await self._decide(refund.refund_id, RouterTransferEvent.FULFILLED, None, None)
+        return await self._decide(
+            refund.refund_id, RouterTransferEvent.REJECTED, result.reason_code, None
+        )
+
+    async def _ask_refund_receiver(
+        self, receiver: DirectoryEntry, token: str, refund: RefundTransfer
+    ) -> RefundResult | None:
+        try:
+            answer = await self.peer.call_jose(
+                "POST",
+                receiver.endpoint + SCHEME_REFUNDS_PATH,
+                jose=token,
+                timeout_s=PAYEE_ANSWER_TIMEOUT_S,
+            )
+            result = open_signed(
+                answer,
+                RefundResult,
+                self._ring,
+                self.clock.now(),
+                expected_signer=receiver.participant_id,
+            ).message
+        except SemopsError as error:
+            log.warning("refund_receiver_failed", refund_id=refund.refund_id, code=error.code)
+            return None
+        if result.refund_id != refund.refund_id:
+            return None
+        return result
+
+    # --- outbox -----------------------------------------------------------------------
+
+    async def deliver_outbox(self) -> int:
+        """One delivery pass; returns how many messages were delivered."""
+        now = self.clock.now()
+        async with self.database.read() as connection:
+            due = await store.due_messages(connection, now, OUTBOX_BATCH_MAX)
+        delivered = 0
+        for message in due:
+            try:
+                entry = self.directory.entry(message["destination"])
+                await self.peer.call_jose(
+                    "POST",
+                    entry.endpoint + message["path"],
+                    jose=message["body"],
+                    timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
+                )
+            except SemopsError as error:
+                attempts = message["attempts"] + 1
+                async with self.database.write() as connection:
+                    await store.mark_attempt(
+                        connection, message["message_id"], attempts, next_attempt_at(now, attempts)
+                    )
+                log.info("outbox_retry", destination=message["destination"], code=error.code)
+                continue
+            async with self.database.write() as connection:
+                await store.mark_delivered(connection, message["message_id"], self.clock.now())
+            delivered += 1
+        return delivered
+
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Deliver the outbox and sweep expired transfers until `stop` is set."""
+
+        while not stop.is_set():
+            try:
+                await self.deliver_outbox()
+                await self.sweep_expired()
+            except Exception as error:  # keep the loop alive; the error is logged
+                log.error("background_failed", error_type=type(error).__name__)
+            self._outbox_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wakeup.wait(), OUTBOX_POLL_INTERVAL_S)
+
+    async def positions(self) -> list[dict[str, Any]]:
+        async with self.database.read() as connection:
+            return await store.list_positions(connection)

@@ -1,0 +1,1 @@
+"""What every service shell shares: the web app base, HTTP client, TLS, files, logs."""

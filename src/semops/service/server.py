@@ -1,0 +1,50 @@
+"""Run one service's ASGI apps on several ports in one process, and stop them together.
+
+A processor listens on a public port (wallet, merchant, back office) and on a scheme port
+that demands a scheme client certificate (mutual TLS); the router on its scheme port and a
+loopback-only operator port. uvicorn's own signal handling assumes one server per process,
+so signals are handled here: SIGINT or SIGTERM asks every server to finish its in-flight
+requests and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are handled by serve_all for every server of the process
+
+
+def make_server(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",  # the service object is started and stopped around the servers
+        timeout_graceful_shutdown=5,
+        **options,
+    )
+    return _Server(config)
+
+
+async def serve_all(servers: list[uvicorn.Server]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop)
+    await asyncio.gather(*(server.serve() for server in servers))

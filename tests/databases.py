@@ -1,0 +1,53 @@
+"""Shared test configuration: which database servers the real-process tests run on.
+
+Every real-process test runs on SQLite and on PostgreSQL. PostgreSQL is reached at
+SEMOPS_TEST_POSTGRES_URL (default: the local server with trust auth). When the server is
+not reachable the PostgreSQL cases are skipped -- unless SEMOPS_REQUIRE_POSTGRES=1, which
+CI sets, and which turns that skip into a failure so CI can never pass without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from semops.devnet.postgres import create_databases, drop_databases, server_available
+
+POSTGRES_URL = os.environ.get(
+    "SEMOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ("sqlite", "postgresql")
+
+
+def require_postgres() -> bool:
+    return os.environ.get("SEMOPS_REQUIRE_POSTGRES") == "1"
+
+
+class PostgresDatabases:
+    """Creates fresh databases for one test module and drops them afterwards."""
+
+    def __init__(self) -> None:
+        self.prefix = f"semops_t{uuid.uuid4().hex[:10]}"
+        self.names: list[str] = []
+
+    def make(self, services: list[str]) -> dict[str, str]:
+        names = [f"{self.prefix}_{service.replace('-', '_')}" for service in services]
+        self.names.extend(names)
+        urls = asyncio.run(create_databases(POSTGRES_URL, names))
+        return {service: urls[name] for service, name in zip(services, names, strict=True)}
+
+    def drop(self) -> None:
+        if self.names:
+            asyncio.run(drop_databases(POSTGRES_URL, self.names))
+
+
+def postgres_or_skip() -> PostgresDatabases:
+    if not asyncio.run(server_available(POSTGRES_URL)):
+        message = f"PostgreSQL is not reachable at {POSTGRES_URL}"
+        if require_postgres():
+            pytest.fail(message + " and SEMOPS_REQUIRE_POSTGRES=1")
+        pytest.skip(message)
+    return PostgresDatabases()
