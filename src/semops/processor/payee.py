@@ -1,0 +1,515 @@
+"""The payee side of a processor: payment requests, routed prepares, their outcomes.
+
+Theory of operation (DESIGN.md §3, §5):
+
+- A payee (a merchant or a person, see payees.py) asks for a request. It gets a fresh
+  random fulfilment kept here; the signed PaymentRequest carries only its SHA-256, the
+  condition. Requests are idempotent on the payee's key.
+- A RoutedPrepare, signed by the router, is opened (the sealed TransferDetails must name
+  the same transfer) and matched against an OPEN, unexpired request of the same payee,
+  amount, currency and condition. A match records the inbound transfer ACCEPTED and the
+  request RESERVED in one transaction and answers the fulfilment; anything else answers a
+  signed rejection with the reason code. Both answers are stored, so the same prepare
+  again gets the same answer. Only the one-time payer reference is stored: nothing here
+  can name the payer or the payer's processor.
+- The router's TransferStatus finishes it: committed credits the payee (settlement ->
+  payee account), marks the request PAID and queues the signed PaymentNotice (the
+  processor's irrevocable guarantee) for the merchant's webhook; aborted hands the
+  request back as OPEN. Every transition goes through the REQUEST and PAYEE_TRANSFER tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Final
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from semops.core.clock import Clock
+from semops.core.encoding import digest_of
+from semops.core.errors import E, SemopsError
+from semops.core.ids import IdKind, check_id
+from semops.core.limits import (
+    CLOCK_SKEW_MAX_S,
+    FULFILMENT_BYTES,
+    IN_DOUBT_BATCH_MAX,
+    REQUEST_TTL_DEFAULT_S,
+    REQUEST_TTL_MAX_S,
+    REQUEST_TTL_MIN_S,
+)
+from semops.core.money import Money, check_payment_amount
+from semops.crypto import condition_for, make_fulfilment
+from semops.processor import accounts
+from semops.processor.context import Context, ask_router, build, new_network_id
+from semops.protocol import (
+    PAYEE_TRANSFER,
+    REQUEST,
+    PayeeTransferEvent,
+    PayeeTransferState,
+    PaymentNotice,
+    PaymentRequest,
+    RequestEvent,
+    RequestState,
+    RoutedPrepare,
+    TransferDetails,
+    TransferFulfil,
+    TransferReject,
+    TransferStatus,
+    check_fresh,
+    decide,
+    unseal,
+)
+from semops.protocol.replay import StoredOutcome
+from semops.store import processor as store
+
+log = structlog.get_logger("semops.processor")
+
+PAYMENT_LINK_PREFIX: Final = "semops:pay?r="
+_PAID_STATES: Final = frozenset(
+    {RequestState.PAID, RequestState.PARTIALLY_REFUNDED, RequestState.REFUNDED}
+)
+
+
+def shown_state(request: dict[str, Any], now: int) -> str:
+    """The state a payee sees: an OPEN request past its expiry shows as expired."""
+    if request["state"] == RequestState.OPEN.value and now >= request["expires_at"]:
+        return RequestState.EXPIRED.value
+    return str(request["state"])
+
+
+def check_payable(
+    request: dict[str, Any] | None,
+    *,
+    payee_id: str,
+    amount_minor: int,
+    currency: str,
+    condition: str,
+    now: int,
+) -> dict[str, Any]:
+    """The stored request a transfer may reserve, or the reason it may not (a fixed order)."""
+    if request is None or request["payee_id"] != payee_id:
+        raise SemopsError(E.NOT_FOUND, "no such payment request at the payee's processor")
+    state = RequestState(request["state"])
+    if state in _PAID_STATES:
+        raise SemopsError(E.REQUEST_ALREADY_PAID)
+    if state is RequestState.EXPIRED or (
+        state is RequestState.OPEN and now >= request["expires_at"]
+    ):
+        raise SemopsError(E.REQUEST_EXPIRED)
+    if state is not RequestState.OPEN:
+        raise SemopsError(E.REQUEST_NOT_PAYABLE, f"the request is {state.value}")
+    if (
+        request["amount_minor"] != amount_minor
+        or request["currency"] != currency
+        or request["condition"] != condition
+    ):
+        raise SemopsError(E.ORDER_MISMATCH, "the transfer does not match the request")
+    return request
+
+
+class Payee:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
+    # --- requests ---------------------------------------------------------------------------
+
+    async def create_request(
+        self,
+        payee: dict[str, Any],
+        *,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        reference: str | None = None,
+        ttl_s: int | None = None,
+        basket_digest: str | None = None,
+    ) -> dict[str, Any]:
+        check_id(idempotency_key)
+        check_payment_amount(amount_minor)
+        if currency != payee["currency"]:
+            raise SemopsError(E.CURRENCY_MISMATCH, f"this payee is paid in {payee['currency']}")
+        ttl = REQUEST_TTL_DEFAULT_S if ttl_s is None else ttl_s
+        if not REQUEST_TTL_MIN_S <= ttl <= REQUEST_TTL_MAX_S:
+            raise SemopsError(E.VALIDATION_FAILED, "ttl_s is out of range")
+        content = {
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "reference": reference,
+            "ttl_s": ttl,
+            "basket_digest": basket_digest,
+        }
+        content_digest = digest_of(
+            {key: value for key, value in content.items() if value is not None}
+        )
+        stored = await self._stored_request(payee["payee_id"], idempotency_key)
+        if stored is not None:
+            decide(StoredOutcome(stored["content_digest"], stored), content_digest)
+            return self.request_view(stored)
+        now = self.clock.now()
+        fulfilment = make_fulfilment(secrets.token_bytes(FULFILMENT_BYTES))
+        message = build(
+            PaymentRequest,
+            request_id=new_network_id(IdKind.REQUEST),
+            payee_processor=self.context.processor_id,
+            payee_id=payee["payee_id"],
+            payee_name=payee["display_name"],
+            amount_minor=amount_minor,
+            currency=currency,
+            reference=reference,
+            created_at=now,
+            expires_at=now + ttl,
+            condition=condition_for(fulfilment),
+            basket_digest=basket_digest,
+        )
+        row = {
+            "request_id": message.request_id,
+            "payee_id": payee["payee_id"],
+            "idempotency_key": idempotency_key,
+            "content_digest": content_digest,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "reference": reference,
+            "basket_digest": basket_digest,
+            "condition": message.condition,
+            "fulfilment": fulfilment,
+            "token": self.context.sign(message),
+            "state": REQUEST.initial.value,
+            "created_at": now,
+            "expires_at": message.expires_at,
+            "transfer_id": None,
+            "paid_at": None,
+            "refunded_minor": 0,
+            "notice": None,
+        }
+        try:
+            async with self.context.database.write() as connection:
+                await store.insert_row(connection, store.requests, row)
+        except IntegrityError:  # a concurrent retry with the same key was first
+            raced = await self._stored_request(payee["payee_id"], idempotency_key)
+            if raced is None:
+                raise
+            decide(StoredOutcome(raced["content_digest"], raced), content_digest)
+            return self.request_view(raced)
+        log.info("request_created", request_id=message.request_id, amount_minor=amount_minor)
+        return self.request_view(row)
+
+    async def _stored_request(self, payee_id: str, idempotency_key: str) -> dict[str, Any] | None:
+        async with self.context.database.read() as connection:
+            return await store.find_row(
+                connection, store.requests, payee_id=payee_id, idempotency_key=idempotency_key
+            )
+
+    def request_view(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "request_id": request["request_id"],
+            "state": shown_state(request, self.clock.now()),
+            "amount_minor": request["amount_minor"],
+            "currency": request["currency"],
+            "reference": request["reference"],
+            "expires_at": request["expires_at"],
+            "token": request["token"],
+            "link": PAYMENT_LINK_PREFIX + request["token"],
+            "paid_at": request["paid_at"],
+            "transfer_id": request["transfer_id"],
+            "notice": request["notice"],
+            "refunded_minor": request["refunded_minor"],
+        }
+
+    async def get_request(self, payee: dict[str, Any], request_id: str) -> dict[str, Any]:
+        async with self.context.database.read() as connection:
+            request = await store.get_row(connection, store.requests, request_id)
+        if request is None or request["payee_id"] != payee["payee_id"]:
+            raise SemopsError(E.NOT_FOUND, "no such request")
+        return self.request_view(request)
+
+    async def settle_request(
+        self, connection: AsyncConnection, request: dict[str, Any], transfer_id: str, now: int
+    ) -> None:
+        """RESERVED -> PAID for the transfer holding it: sign the notice and queue it."""
+        state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
+        notice = PaymentNotice(
+            request_id=request["request_id"],
+            transfer_id=transfer_id,
+            payee_processor=self.context.processor_id,
+            payee_id=request["payee_id"],
+            amount_minor=request["amount_minor"],
+            currency=request["currency"],
+            reference=request["reference"],
+            paid_at=now,
+            guarantee="irrevocable",
+        )
+        token = self.context.sign(notice)
+        await store.update_row(
+            connection,
+            store.requests,
+            request["request_id"],
+            {"state": state.value, "transfer_id": transfer_id, "paid_at": now, "notice": token},
+        )
+        payee = await store.get_row(connection, store.payees, request["payee_id"])
+        if payee is not None and payee["webhook_url"]:
+            await store.enqueue(connection, payee["webhook_url"], request["request_id"], token, now)
+            self.context.outbox_wakeup.set()
+        log.info("request_paid", request_id=request["request_id"], transfer_id=transfer_id)
+
+    # --- routed prepares ----------------------------------------------------------------------
+
+    @staticmethod
+    def _prepare_digest(routed: RoutedPrepare) -> str:
+        # The router may re-sign a prepare (new created_at); what identifies it is the rest.
+        claims = routed.to_claims()
+        return digest_of(
+            {
+                key: claims[key]
+                for key in (
+                    "transfer_id",
+                    "payee_processor",
+                    "amount_minor",
+                    "currency",
+                    "condition",
+                    "sealed",
+                )
+            }
+        )
+
+    async def routed_prepare(self, token: str) -> str:
+        """Answer a router-signed RoutedPrepare with a signed fulfil or reject (idempotent)."""
+        context = self.context
+        routed = await context.directory.open_from_router(
+            token, RoutedPrepare, check_freshness=False
+        )
+        if routed.payee_processor != context.processor_id:
+            raise SemopsError(E.FORBIDDEN, "the transfer is for another processor")
+        digest = self._prepare_digest(routed)
+        async with context.database.read() as connection:
+            stored = await store.get_row(connection, store.inbound_transfers, routed.transfer_id)
+        if stored is not None:
+            return self._stored_answer(stored, digest)
+        now = self.clock.now()
+        details: TransferDetails | None = None
+        refusal: SemopsError | None = None
+        try:
+            check_fresh(
+                routed.created_at, routed.expires_at, now, expired=SemopsError(E.TRANSFER_EXPIRED)
+            )
+            details = unseal(routed.sealed, TransferDetails, context.keys.enc_key)
+            if details.transfer_id != routed.transfer_id:
+                raise SemopsError(E.ORDER_MISMATCH, "the sealed details belong to another transfer")
+        except SemopsError as error:
+            if error.spec is E.MESSAGE_NOT_YET_VALID:
+                raise
+            details, refusal = None, error
+        try:
+            return await self._decide_prepare(routed, digest, details, refusal, now)
+        except IntegrityError:  # a concurrent duplicate stored its answer first
+            async with context.database.read() as connection:
+                stored = await store.get_row(
+                    connection, store.inbound_transfers, routed.transfer_id
+                )
+            if stored is None:
+                raise
+            return self._stored_answer(stored, digest)
+
+    @staticmethod
+    def _stored_answer(stored: dict[str, Any], digest: str) -> str:
+        verdict = decide(StoredOutcome(stored["content_digest"], str(stored["answer"])), digest)
+        assert verdict.outcome is not None
+        return verdict.outcome
+
+    async def _decide_prepare(
+        self,
+        routed: RoutedPrepare,
+        digest: str,
+        details: TransferDetails | None,
+        refusal: SemopsError | None,
+        now: int,
+    ) -> str:
+        async with self.context.database.write() as connection:
+            request = None
+            if details is not None:  # the request's lock first: a duplicate waits on it
+                request = await store.get_row(
+                    connection, store.requests, details.request_id, for_update=True
+                )
+            stored = await store.get_row(connection, store.inbound_transfers, routed.transfer_id)
+            if stored is not None:
+                return self._stored_answer(stored, digest)
+            if details is not None and refusal is None:
+                try:
+                    check_payable(
+                        request,
+                        payee_id=details.payee_id,
+                        amount_minor=routed.amount_minor,
+                        currency=routed.currency,
+                        condition=routed.condition,
+                        now=now,
+                    )
+                except SemopsError as error:
+                    refusal = error
+            if refusal is None:
+                assert request is not None and details is not None
+                answer = await self._accept(connection, routed, details, request, digest, now)
+            else:
+                answer = await self._reject(connection, routed, details, refusal, digest, now)
+        return answer
+
+    def _inbound_row(
+        self, routed: RoutedPrepare, details: TransferDetails | None, digest: str, now: int
+    ) -> dict[str, Any]:
+        return {
+            "transfer_id": routed.transfer_id,
+            "content_digest": digest,
+            "request_id": details.request_id if details else None,
+            "payee_id": details.payee_id if details else None,
+            "amount_minor": routed.amount_minor,
+            "currency": routed.currency,
+            "condition": routed.condition,
+            "payer_ref": details.payer_ref if details else None,
+            "expires_at": routed.expires_at,
+            "created_at": now,
+            "decided_at": None,
+        }
+
+    async def _accept(
+        self,
+        connection: AsyncConnection,
+        routed: RoutedPrepare,
+        details: TransferDetails,
+        request: dict[str, Any],
+        digest: str,
+        now: int,
+    ) -> str:
+        request_state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_RESERVED)
+        state = PAYEE_TRANSFER.next(PAYEE_TRANSFER.initial, PayeeTransferEvent.ACCEPT)
+        fulfil = TransferFulfil(
+            transfer_id=routed.transfer_id,
+            payee_processor=self.context.processor_id,
+            fulfilment=request["fulfilment"],
+            fulfilled_at=now,
+        )
+        answer = self.context.sign(fulfil)
+        row = self._inbound_row(routed, details, digest, now)
+        row.update(state=state.value, reason_code=None, answer=answer)
+        await store.insert_row(connection, store.inbound_transfers, row)
+        await store.update_row(
+            connection,
+            store.requests,
+            request["request_id"],
+            {"state": request_state.value, "transfer_id": routed.transfer_id},
+        )
+        self.context.metrics.inbound.labels("accepted").inc()
+        log.info(
+            "transfer_accepted", transfer_id=routed.transfer_id, request_id=request["request_id"]
+        )
+        return answer
+
+    async def _reject(
+        self,
+        connection: AsyncConnection,
+        routed: RoutedPrepare,
+        details: TransferDetails | None,
+        refusal: SemopsError,
+        digest: str,
+        now: int,
+    ) -> str:
+        state = PAYEE_TRANSFER.next(PAYEE_TRANSFER.initial, PayeeTransferEvent.REJECT)
+        reject = TransferReject(
+            transfer_id=routed.transfer_id,
+            payee_processor=self.context.processor_id,
+            reason_code=refusal.code,
+            rejected_at=now,
+        )
+        answer = self.context.sign(reject)
+        row = self._inbound_row(routed, details, digest, now)
+        row.update(state=state.value, reason_code=refusal.code, answer=answer, decided_at=now)
+        await store.insert_row(connection, store.inbound_transfers, row)
+        self.context.metrics.inbound.labels("rejected").inc()
+        log.info("transfer_rejected", transfer_id=routed.transfer_id, reason_code=refusal.code)
+        return answer
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    async def apply_status(self, status: TransferStatus) -> bool:
+        """The router's word on an inbound payment; False if we never saw the transfer."""
+        if status.state == "reserved":
+            return True  # nothing decided yet
+        event = (
+            PayeeTransferEvent.COMMITTED
+            if status.state == "committed"
+            else PayeeTransferEvent.ABORTED
+        )
+        now = self.clock.now()
+        async with self.context.database.write() as connection:
+            inbound = await store.get_row(
+                connection, store.inbound_transfers, status.transfer_id, for_update=True
+            )
+            if inbound is None:
+                return False
+            state = PayeeTransferState(inbound["state"])
+            target = PAYEE_TRANSFER.next(state, event)
+            if target is state:
+                return True  # a duplicate, or the abort of a transfer we rejected
+            if (status.amount_minor, status.currency) != (
+                inbound["amount_minor"],
+                inbound["currency"],
+            ):
+                raise SemopsError(E.TRANSFER_STATE_CONFLICT, "the status is for another amount")
+            await store.update_row(
+                connection,
+                store.inbound_transfers,
+                status.transfer_id,
+                {"state": target.value, "decided_at": now},
+            )
+            request = await store.get_row(
+                connection, store.requests, inbound["request_id"], for_update=True
+            )
+            assert request is not None, "an accepted transfer holds a request"
+            if target is PayeeTransferState.COMMITTED:
+                await self._credit(connection, inbound, request, now)
+            else:
+                reopened = REQUEST.next(
+                    RequestState(request["state"]), RequestEvent.TRANSFER_ABORTED
+                )
+                await store.update_row(
+                    connection,
+                    store.requests,
+                    request["request_id"],
+                    {"state": reopened.value, "transfer_id": None},
+                )
+        log.info("inbound_decided", transfer_id=status.transfer_id, state=target.value)
+        return True
+
+    async def _credit(
+        self,
+        connection: AsyncConnection,
+        inbound: dict[str, Any],
+        request: dict[str, Any],
+        now: int,
+    ) -> None:
+        payee = await store.get_row(connection, store.payees, request["payee_id"])
+        assert payee is not None
+        amount = Money(inbound["amount_minor"], inbound["currency"])
+        await accounts.credit_inbound(
+            connection, payee["account_id"], amount, inbound["transfer_id"], now
+        )
+        await self.settle_request(connection, request, inbound["transfer_id"], now)
+
+    async def resolve_stale(self) -> int:
+        """Ask the router about accepted transfers whose outcome never arrived (a backstop:
+        the router's outbox re-delivers it anyway)."""
+        now = self.clock.now()
+        async with self.context.database.read() as connection:
+            stale = await store.stale_inbound(
+                connection, now - CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX
+            )
+        resolved = 0
+        for transfer_id in stale:
+            verdict = await ask_router(self.context, transfer_id)
+            if verdict.status is not None and verdict.status.state != "reserved":
+                await self.apply_status(verdict.status)
+                resolved += 1
+        return resolved

@@ -1,0 +1,156 @@
+"""Payees and what they hear: merchants and persons, their credentials, their notices.
+
+A payee is a merchant (created by the back office; authenticated by an API key shown once,
+of which only the SHA-256 is stored) or a person (a customer receiving P2P, made the first
+time the person asks to be paid). Each has an account at this processor; nothing here is
+ever sent to another party. Signed PaymentNotices wait in a durable outbox and are POSTed
+to the merchant's webhook with back-off until it answers 2xx (semops.service.outbox).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Final
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from semops.core.encoding import sha256_b64url
+from semops.core.errors import E, SemopsError
+from semops.ledger import AccountKind
+from semops.processor import accounts
+from semops.processor.context import Context, new_id
+from semops.service.outbox import OUTBOX_BATCH_MAX, OUTBOX_DELIVERY_TIMEOUT_S, next_attempt_at
+from semops.store import processor as store
+
+log = structlog.get_logger("semops.processor")
+
+API_KEY_PREFIX: Final = "sk_"
+PERSON_PAYEE_PREFIX: Final = "p-"
+
+
+def api_key_digest(api_key: str) -> str:
+    return sha256_b64url(api_key.encode("utf-8", errors="replace"))
+
+
+class Payees:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    # --- payees -----------------------------------------------------------------------------
+
+    async def create_merchant(
+        self, merchant_id: str, display_name: str, currency: str, webhook_url: str | None
+    ) -> dict[str, Any]:
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        account_id = new_id("mc")
+        try:
+            await self._insert_merchant(
+                merchant_id, display_name, currency, webhook_url, api_key, account_id
+            )
+        except IntegrityError:  # taken by a concurrent call
+            raise SemopsError(E.IDEMPOTENCY_CONFLICT, "this merchant id is taken") from None
+        log.info("merchant_created", merchant_id=merchant_id)
+        return {"merchant_id": merchant_id, "account_id": account_id, "api_key": api_key}
+
+    async def _insert_merchant(
+        self,
+        merchant_id: str,
+        display_name: str,
+        currency: str,
+        webhook_url: str | None,
+        api_key: str,
+        account_id: str,
+    ) -> None:
+        now = self.context.clock.now()
+        async with self.context.database.write() as connection:
+            if await store.get_row(connection, store.payees, merchant_id) is not None:
+                raise SemopsError(E.IDEMPOTENCY_CONFLICT, "this merchant id is taken")
+            await accounts.open_account(connection, account_id, AccountKind.MERCHANT, currency, now)
+            await store.insert_row(
+                connection,
+                store.payees,
+                {
+                    "payee_id": merchant_id,
+                    "kind": "merchant",
+                    "display_name": display_name,
+                    "account_id": account_id,
+                    "currency": currency,
+                    "api_key_digest": api_key_digest(api_key),
+                    "webhook_url": webhook_url,
+                    "created_at": now,
+                },
+            )
+
+    async def merchant_for_key(self, authorization: str | None) -> dict[str, Any]:
+        if authorization is None or not authorization.startswith("Bearer "):
+            raise SemopsError(E.UNAUTHENTICATED, "a merchant API key is required")
+        digest = api_key_digest(authorization.removeprefix("Bearer ").strip())
+        async with self.context.database.read() as connection:
+            payee = await store.find_row(connection, store.payees, api_key_digest=digest)
+        if payee is None or payee["kind"] != "merchant":
+            raise SemopsError(E.UNAUTHENTICATED)
+        return payee
+
+    async def person_payee(self, account_id: str) -> dict[str, Any]:
+        """The P2P payee record of a customer, made the first time the person asks to be paid."""
+        async with self.context.database.write() as connection:
+            payee = await store.find_row(connection, store.payees, account_id=account_id)
+            if payee is not None:
+                return payee
+            customer = await store.find_row(connection, store.customers, account_id=account_id)
+            if customer is None:
+                raise SemopsError(E.ACCOUNT_UNKNOWN)
+            payee = {
+                "payee_id": PERSON_PAYEE_PREFIX + secrets.token_hex(6),
+                "kind": "person",
+                "display_name": customer["name"],
+                "account_id": account_id,
+                "currency": customer["currency"],
+                "api_key_digest": None,
+                "webhook_url": None,
+                "created_at": self.context.clock.now(),
+            }
+            await store.insert_row(connection, store.payees, payee)
+        return payee
+
+    # --- notices to merchants -------------------------------------------------------------
+
+    async def deliver_outbox(self) -> int:
+        """One pass over the due webhook deliveries; returns how many were acknowledged."""
+        clock = self.context.clock
+        now = clock.now()
+        async with self.context.database.read() as connection:
+            due = await store.due_messages(connection, now, OUTBOX_BATCH_MAX)
+        delivered = 0
+        for message in due:
+            try:
+                status, _, _ = await self.context.webhooks.request(
+                    "POST",
+                    message["destination"],
+                    jose=message["body"],
+                    timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
+                )
+                ok = 200 <= status < 300
+            except SemopsError:
+                ok = False
+            async with self.context.database.write() as connection:
+                if ok:
+                    await store.mark_delivered(
+                        connection, message["message_id"], self.context.clock.now()
+                    )
+                else:
+                    attempts = message["attempts"] + 1
+                    await store.mark_attempt(
+                        connection, message["message_id"], attempts, next_attempt_at(now, attempts)
+                    )
+            delivered += ok
+            if not ok:
+                log.info(
+                    "notice_retry",
+                    request_id=message["request_id"],
+                    attempts=message["attempts"] + 1,
+                )
+        async with self.context.database.read() as connection:
+            self.context.metrics.outbox_pending.set(await store.undelivered_count(connection))
+        return delivered

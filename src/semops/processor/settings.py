@@ -1,0 +1,58 @@
+"""What one processor instance is: its id, kind, folders, ports and peers.
+
+One code base runs every processor of the scheme; a bank and an MNO differ only in these
+settings and in the keys found in `data_dir` (made by `semops pki issue ID --role
+processor --out DATA_DIR`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from semops.service.tls import TlsFiles
+from semops.store.db import sqlite_url
+
+ProcessorKind = Literal["bank", "mno"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    processor_id: str
+    kind: ProcessorKind
+    display_name: str
+    data_dir: Path
+    router_url: str
+    currency: str = "EUR"
+    db_url: str | None = None
+    # Public port: wallets, merchants and the back office (plain HTTP, loopback by default).
+    public_host: str = "127.0.0.1"
+    public_port: int = 8500
+    # Scheme port: the router only (mutual TLS with a scheme certificate).
+    scheme_host: str = "127.0.0.1"
+    scheme_port: int = 8501
+    # How others reach us when the bind address is not the reachable one (0.0.0.0, a proxy).
+    public_url: str | None = None
+    scheme_url: str | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.data_dir / f"{self.processor_id}.db")
+
+    @property
+    def endpoint(self) -> str:
+        """The scheme endpoint the directory publishes (the router calls it)."""
+        return (self.scheme_url or f"https://{self.scheme_host}:{self.scheme_port}").rstrip("/")
+
+    @property
+    def wallet_url(self) -> str:
+        return (self.public_url or f"http://{self.public_host}:{self.public_port}").rstrip("/")
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles.in_directory(self.data_dir, self.processor_id)
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "logs" / f"{self.processor_id}.log"

@@ -1,0 +1,576 @@
+"""A processor's tables and the queries on them. The only place the processor's SQL lives.
+
+One processor is both a payer processor (its customers pay) and a payee processor (its
+merchants and persons are paid), so its tables fall in three groups:
+
+ledger       accounts (balance kept with every posting), entries and postings: the
+             double-entry journal written only through `semops.ledger` planning functions.
+payer side   customers, activation codes, devices, PIN credentials, orders (an order and
+             the outbound transfer it became, in PAYER_TRANSFER states), refunds received
+             for those transfers (refunds_in), deposits.
+payee side   payees (merchants and persons), requests (REQUEST states, with the fulfilment
+             that only this processor knows), inbound transfers (PAYEE_TRANSFER states,
+             holding only the one-time payer reference, never a payer identity), refunds
+             sent (REFUND states) and the webhook outbox of signed payment notices.
+
+Every function takes an open connection: the caller decides the transaction boundary.
+`for_update` locks the row on PostgreSQL and is a no-op on SQLite, whose writers are
+serialised by `Database.write()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+metadata = MetaData()
+
+# --- ledger ---------------------------------------------------------------------------------
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(34), primary_key=True),
+    Column("kind", String(16), nullable=False),  # customer | merchant | suspense | ...
+    Column("currency", String(3), nullable=False),
+    Column("balance_minor", BigInteger, nullable=False),
+    Column("overdraft_minor", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # open | blocked
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_accounts_kind_currency", "kind", "currency"),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    # The order entries were written in (timestamps tie within a second).
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(80), nullable=False),  # "<ref>:<kind>", see entry_id_for
+    Column("kind", String(16), nullable=False),
+    Column("transfer_ref", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("entry_id", name="uq_entries_entry_id"),
+    Index("ix_entries_ref", "transfer_ref"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("entry_id", String(80), ForeignKey("entries.entry_id"), primary_key=True),
+    Column("account_id", String(34), ForeignKey("accounts.account_id"), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_postings_account", "account_id", "created_at"),
+)
+
+# --- payer side -----------------------------------------------------------------------------
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(32), primary_key=True),
+    Column("account_id", String(34), ForeignKey("accounts.account_id"), nullable=False),
+    Column("name", String(40), nullable=False),
+    Column("phone", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("account_id", name="uq_customers_account"),
+)
+
+activation_codes = Table(
+    "activation_codes",
+    metadata,
+    Column("code_digest", String(43), primary_key=True),  # SHA-256 of the code, never the code
+    Column("customer_id", String(32), nullable=False),
+    Column("account_id", String(34), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("account_id", String(34), nullable=False),
+    Column("jwk", Text, nullable=False),  # the public key only
+    Column("device_name", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # active | revoked
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_devices_account", "account_id"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("account_id", String(34), primary_key=True),
+    Column("pin_value", String(43), nullable=False),  # HMAC under the PIN key held apart
+    Column("failures", Integer, nullable=False),
+    Column("locked", Boolean, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("account_id", String(34), nullable=False),
+    Column("device_kid", String(64), nullable=False),
+    Column("content_digest", String(43), nullable=False),
+    Column("transfer_id", String(64), nullable=False),
+    Column("on_us", Boolean, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("payee_processor", String(32), nullable=False),
+    Column("payee_id", String(32), nullable=False),
+    Column("payee_name", String(40), nullable=False),
+    Column("reference", String(35), nullable=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("condition", String(43), nullable=False),
+    Column("state", String(16), nullable=False),  # PayerTransferState
+    Column("expires_at", BigInteger, nullable=False),
+    Column("fulfilment", String(43), nullable=True),
+    Column("reason_code", String(64), nullable=True),
+    Column("receipt", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    UniqueConstraint("transfer_id", name="uq_orders_transfer"),
+    Index("ix_orders_state", "state", "expires_at"),
+    Index("ix_orders_account", "account_id", "created_at"),
+)
+
+refunds_in = Table(
+    "refunds_in",
+    metadata,
+    Column("refund_id", String(64), primary_key=True),
+    Column("transfer_id", String(64), nullable=False),
+    Column("account_id", String(34), nullable=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("content_digest", String(43), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | credited | aborted | rejected
+    Column("reason_code", String(64), nullable=True),
+    Column("result", Text, nullable=False),  # the signed RefundResult we answered
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Index("ix_refunds_in_transfer", "transfer_id"),
+)
+
+deposits = Table(
+    "deposits",
+    metadata,
+    Column("deposit_ref", String(64), primary_key=True),
+    Column("account_id", String(34), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reference", String(35), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# --- payee side -----------------------------------------------------------------------------
+
+payees = Table(
+    "payees",
+    metadata,
+    Column("payee_id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),  # merchant | person
+    Column("display_name", String(40), nullable=False),
+    Column("account_id", String(34), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("api_key_digest", String(43), nullable=True),  # SHA-256 of the API key
+    Column("webhook_url", String(256), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("api_key_digest", name="uq_payees_api_key"),
+    UniqueConstraint("account_id", name="uq_payees_account"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("payee_id", String(32), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("content_digest", String(43), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reference", String(35), nullable=True),
+    Column("basket_digest", String(43), nullable=True),
+    Column("condition", String(43), nullable=False),
+    Column("fulfilment", String(43), nullable=False),
+    Column("token", Text, nullable=False),
+    Column("state", String(24), nullable=False),  # RequestState
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("transfer_id", String(64), nullable=True),
+    Column("paid_at", BigInteger, nullable=True),
+    Column("refunded_minor", BigInteger, nullable=False),
+    Column("notice", Text, nullable=True),
+    UniqueConstraint("payee_id", "idempotency_key", name="uq_requests_idempotency"),
+    Index("ix_requests_transfer", "transfer_id"),
+)
+
+inbound_transfers = Table(
+    "inbound_transfers",
+    metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("content_digest", String(43), nullable=False),
+    Column("request_id", String(64), nullable=True),
+    Column("payee_id", String(32), nullable=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("condition", String(43), nullable=False),
+    Column("payer_ref", String(43), nullable=True),  # one-time pseudonym, never an identity
+    Column("expires_at", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # PayeeTransferState
+    Column("reason_code", String(64), nullable=True),
+    Column("answer", Text, nullable=False),  # the signed fulfil or reject we answered
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Index("ix_inbound_state", "state", "expires_at"),
+)
+
+refunds_out = Table(
+    "refunds_out",
+    metadata,
+    Column("refund_id", String(64), primary_key=True),  # ours: the id the network sees
+    Column("merchant_refund_id", String(64), nullable=False),  # the merchant's own key
+    Column("payee_id", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("transfer_id", String(64), nullable=False),  # the payment refunded
+    Column("account_id", String(34), nullable=False),  # the payee account that pays it
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("content_digest", String(43), nullable=False),
+    Column("on_us", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),  # RefundState
+    Column("reason_code", String(64), nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    UniqueConstraint("payee_id", "merchant_refund_id", name="uq_refunds_out_merchant"),
+    Index("ix_refunds_out_request", "request_id"),
+    Index("ix_refunds_out_state", "state", "expires_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", Integer, primary_key=True, autoincrement=True),
+    Column("destination", String(256), nullable=False),  # the merchant's webhook URL
+    Column("request_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_processor_outbox_due", "delivered_at", "next_attempt_at"),
+)
+
+
+# --- generic row access ---------------------------------------------------------------------
+
+
+def _key_column(table: Table) -> Any:
+    (column,) = table.primary_key.columns
+    return column
+
+
+async def get_row(
+    connection: AsyncConnection, table: Table, key: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    """The row of a single-column-key table, or None."""
+    query = select(table).where(_key_column(table) == key)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def find_row(
+    connection: AsyncConnection, table: Table, *, for_update: bool = False, **where: Any
+) -> dict[str, Any] | None:
+    """The first row whose columns equal `where`, or None."""
+    query = select(table).where(and_(*(table.c[name] == value for name, value in where.items())))
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query.limit(1))).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def insert_row(connection: AsyncConnection, table: Table, row: dict[str, Any]) -> None:
+    await connection.execute(insert(table).values(**row))
+
+
+async def update_row(
+    connection: AsyncConnection,
+    table: Table,
+    key: str,
+    values: dict[str, Any],
+    *,
+    expected_state: str | None = None,
+) -> bool:
+    """Update one row; with `expected_state`, only if it is still in that state."""
+    condition = _key_column(table) == key
+    if expected_state is not None:
+        condition = and_(condition, table.c.state == expected_state)
+    result = await connection.execute(update(table).where(condition).values(**values))
+    return result.rowcount == 1
+
+
+async def list_rows(
+    connection: AsyncConnection, table: Table, limit: int, **where: Any
+) -> list[dict[str, Any]]:
+    query = select(table).where(and_(*(table.c[name] == value for name, value in where.items())))
+    result = await connection.execute(query.order_by(table.c.created_at.desc()).limit(limit))
+    return [dict(row) for row in result.mappings()]
+
+
+# --- ledger ---------------------------------------------------------------------------------
+
+
+async def system_account_id(connection: AsyncConnection, kind: str, currency: str) -> str | None:
+    result = await connection.execute(
+        select(accounts.c.account_id).where(
+            accounts.c.kind == kind, accounts.c.currency == currency
+        )
+    )
+    value = result.scalar_one_or_none()
+    return str(value) if value is not None else None
+
+
+async def write_entry(
+    connection: AsyncConnection,
+    entry_id: str,
+    kind: str,
+    transfer_ref: str,
+    currency: str,
+    amounts: list[tuple[str, int]],
+    now: int,
+) -> None:
+    """Insert an entry with its postings and move each account's balance by its posting."""
+    await connection.execute(
+        insert(entries).values(
+            entry_id=entry_id,
+            kind=kind,
+            transfer_ref=transfer_ref,
+            currency=currency,
+            created_at=now,
+        )
+    )
+    for account_id, amount_minor in amounts:
+        await connection.execute(
+            insert(postings).values(
+                entry_id=entry_id, account_id=account_id, amount_minor=amount_minor, created_at=now
+            )
+        )
+        await connection.execute(
+            update(accounts)
+            .where(accounts.c.account_id == account_id)
+            .values(balance_minor=accounts.c.balance_minor + amount_minor)
+        )
+
+
+async def entry_postings(connection: AsyncConnection, entry_id: str) -> list[tuple[str, int]]:
+    result = await connection.execute(
+        select(postings.c.account_id, postings.c.amount_minor).where(
+            postings.c.entry_id == entry_id
+        )
+    )
+    return [(str(row[0]), int(row[1])) for row in result]
+
+
+async def postings_total(connection: AsyncConnection, account_id: str) -> int:
+    result = await connection.execute(
+        select(func.coalesce(func.sum(postings.c.amount_minor), 0)).where(
+            postings.c.account_id == account_id
+        )
+    )
+    return int(result.scalar_one())
+
+
+async def held_minor(connection: AsyncConnection, account_id: str) -> int:
+    """Money reserved from the account for transfers or refunds still in flight."""
+    closing = entries.alias("closing")
+    open_reserve = and_(
+        entries.c.kind == "reserve",
+        ~exists().where(
+            closing.c.transfer_ref == entries.c.transfer_ref,
+            closing.c.kind.in_(("post", "void")),
+        ),
+    )
+    result = await connection.execute(
+        select(func.coalesce(func.sum(postings.c.amount_minor), 0))
+        .select_from(postings.join(entries, postings.c.entry_id == entries.c.entry_id))
+        .where(postings.c.account_id == account_id, open_reserve)
+    )
+    return -int(result.scalar_one())
+
+
+async def account_history(
+    connection: AsyncConnection, account_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """The account's postings with their entry kind and reference, newest first."""
+    result = await connection.execute(
+        select(
+            postings.c.amount_minor,
+            postings.c.created_at,
+            entries.c.kind,
+            entries.c.transfer_ref,
+            entries.c.currency,
+        )
+        .select_from(postings.join(entries, postings.c.entry_id == entries.c.entry_id))
+        .where(postings.c.account_id == account_id)
+        .order_by(entries.c.seq.desc())
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def balances_by_kind(connection: AsyncConnection) -> list[dict[str, Any]]:
+    result = await connection.execute(
+        select(
+            accounts.c.kind,
+            accounts.c.currency,
+            func.sum(accounts.c.balance_minor).label("balance_minor"),
+            func.count().label("accounts"),
+        ).group_by(accounts.c.kind, accounts.c.currency)
+    )
+    return [
+        {**dict(row), "balance_minor": int(row["balance_minor"]), "accounts": int(row["accounts"])}
+        for row in result.mappings()
+    ]
+
+
+# --- payer side -----------------------------------------------------------------------------
+
+
+async def unresolved_orders(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """Routed orders whose outcome this processor does not know yet, oldest first."""
+    result = await connection.execute(
+        select(orders)
+        .where(orders.c.state.in_(("reserved", "prepared", "in_doubt")), orders.c.on_us.is_(False))
+        .order_by(orders.c.expires_at)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def refunds_in_total(connection: AsyncConnection, transfer_id: str) -> int:
+    """Refunds of one of our payments that were accepted (pending or credited)."""
+    result = await connection.execute(
+        select(func.coalesce(func.sum(refunds_in.c.amount_minor), 0)).where(
+            refunds_in.c.transfer_id == transfer_id,
+            refunds_in.c.state.in_(("pending", "credited")),
+        )
+    )
+    return int(result.scalar_one())
+
+
+# --- payee side -----------------------------------------------------------------------------
+
+
+async def refunds_out_in_flight(connection: AsyncConnection, request_id: str) -> int:
+    """Refunds of a request not yet finished: they count against the paid amount."""
+    result = await connection.execute(
+        select(func.coalesce(func.sum(refunds_out.c.amount_minor), 0)).where(
+            refunds_out.c.request_id == request_id,
+            refunds_out.c.state.in_(("requested", "sent", "in_doubt")),
+        )
+    )
+    return int(result.scalar_one())
+
+
+async def unresolved_refunds(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    result = await connection.execute(
+        select(refunds_out)
+        .where(refunds_out.c.state.in_(("sent", "in_doubt")), refunds_out.c.on_us.is_(False))
+        .order_by(refunds_out.c.expires_at)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def stale_inbound(connection: AsyncConnection, now: int, limit: int) -> list[str]:
+    """Accepted inbound transfers past their expiry whose outcome never arrived."""
+    result = await connection.execute(
+        select(inbound_transfers.c.transfer_id)
+        .where(
+            inbound_transfers.c.state.in_(("accepted", "in_doubt")),
+            inbound_transfers.c.expires_at <= now,
+        )
+        .order_by(inbound_transfers.c.expires_at)
+        .limit(limit)
+    )
+    return [str(row[0]) for row in result]
+
+
+async def enqueue(
+    connection: AsyncConnection, destination: str, request_id: str, body: str, now: int
+) -> None:
+    await connection.execute(
+        insert(outbox).values(
+            destination=destination,
+            request_id=request_id,
+            body=body,
+            attempts=0,
+            next_attempt_at=now,
+            delivered_at=None,
+            created_at=now,
+        )
+    )
+
+
+async def due_messages(connection: AsyncConnection, now: int, limit: int) -> list[dict[str, Any]]:
+    result = await connection.execute(
+        select(outbox)
+        .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.message_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def mark_delivered(connection: AsyncConnection, message_id: int, now: int) -> None:
+    await connection.execute(
+        update(outbox).where(outbox.c.message_id == message_id).values(delivered_at=now)
+    )
+
+
+async def mark_attempt(
+    connection: AsyncConnection, message_id: int, attempts: int, next_attempt_at: int
+) -> None:
+    await connection.execute(
+        update(outbox)
+        .where(outbox.c.message_id == message_id)
+        .values(attempts=attempts, next_attempt_at=next_attempt_at)
+    )
+
+
+async def undelivered_count(connection: AsyncConnection) -> int:
+    result = await connection.execute(
+        select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
+    )
+    return int(result.scalar_one())
