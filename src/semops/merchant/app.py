@@ -1,0 +1,140 @@
+"""The merchant backend's HTTP surface: its order API, the processor's webhook, the QR
+images and the checkout page. Thin: each route decodes, calls `MerchantService`, encodes.
+
+`POST` routes of the order API take an optional bearer token (when the service is started
+with one); the webhook needs none because every notice is a signed message checked against
+the processor's key; the checkout page and `GET /v1/orders/{id}` are public (order ids are
+128-bit random, and an order holds nothing about any payer).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Path, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from semops.core.encoding import parse_json
+from semops.core.errors import E, SemopsError
+from semops.core.ids import ID_PATTERN
+from semops.core.limits import ID_MAX_CHARS, ID_MIN_CHARS, MESSAGE_MAX_BYTES
+from semops.crypto import read_unverified_claims
+from semops.merchant.checkout import content_security_policy, render_checkout
+from semops.merchant.qr import qr_png, qr_svg
+from semops.merchant.service import MerchantService
+from semops.service.app import create_app, read_jose
+
+NOTICES = Counter("semops_merchant_notices_total", "Payment notices received", ["outcome"])
+ORDERS = Counter("semops_merchant_orders_total", "Orders created")
+
+OrderIdPath = Annotated[
+    str, Path(min_length=ID_MIN_CHARS, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)
+]
+# Module level, not inside the factory: FastAPI resolves these annotations by name.
+Auth = Annotated[str | None, Header()]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if not body:
+        return {}
+    return parse_json(body, max_bytes=MESSAGE_MAX_BYTES)
+
+
+def _payee_name(order: dict[str, Any], fallback: str) -> str:
+    token = order.get("token")
+    if not token:
+        return fallback
+    name = read_unverified_claims(token).get("pn")
+    return name if isinstance(name, str) else fallback
+
+
+def create_merchant_app(service: MerchantService, api_token: str | None = None) -> FastAPI:
+    app = create_app("SEMOPS merchant backend", version="1")
+    expected = f"Bearer {api_token}".encode() if api_token else None
+
+    def authorise(authorization: str | None) -> None:
+        if expected is None:
+            return
+        given = (authorization or "").encode("utf-8", errors="replace")
+        if not hmac.compare_digest(given, expected):
+            raise SemopsError(E.UNAUTHENTICATED)
+
+    @app.post("/v1/orders", status_code=201)
+    async def create_order(
+        request: Request, authorization: Auth = None, idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
+        authorise(authorization)
+        view = await service.create_order(await _json_body(request), idempotency_key)
+        ORDERS.inc()
+        return JSONResponse(view, status_code=201, headers=_NO_STORE)
+
+    @app.get("/v1/orders/{order_id}")
+    async def get_order(order_id: OrderIdPath) -> JSONResponse:
+        view = await service.view(await service.order(order_id))
+        return JSONResponse(view, headers=_NO_STORE)
+
+    @app.get("/v1/orders/{order_id}/qr.svg")
+    async def order_qr_svg(order_id: OrderIdPath) -> Response:
+        link = await _link(order_id)
+        return Response(qr_svg(link), media_type="image/svg+xml")
+
+    @app.get("/v1/orders/{order_id}/qr.png")
+    async def order_qr_png(order_id: OrderIdPath) -> Response:
+        link = await _link(order_id)
+        return Response(qr_png(link), media_type="image/png")
+
+    async def _link(order_id: str) -> str:
+        view = await service.view(await service.order(order_id))
+        if not view["link"]:
+            raise SemopsError(E.NOT_FOUND, "the order has no payment request yet")
+        return str(view["link"])
+
+    @app.post("/v1/orders/{order_id}/refunds")
+    async def refund(
+        order_id: OrderIdPath, request: Request, authorization: Auth = None
+    ) -> JSONResponse:
+        authorise(authorization)
+        result = await service.refund(order_id, await _json_body(request))
+        return JSONResponse(result, headers=_NO_STORE)
+
+    @app.post("/v1/notices")
+    async def notice(request: Request) -> JSONResponse:
+        try:
+            matched, answer = await service.accept_notice(await read_jose(request))
+        except SemopsError as error:
+            NOTICES.labels(error.code).inc()
+            raise
+        NOTICES.labels("paid" if matched else "unmatched").inc()
+        return JSONResponse(answer, status_code=200 if matched else 202)
+
+    @app.get("/checkout/{order_id}", response_class=HTMLResponse)
+    async def checkout(order_id: OrderIdPath) -> HTMLResponse:
+        view = await service.view(await service.order(order_id))
+        nonce = secrets.token_urlsafe(16)
+        page = render_checkout(view, _payee_name(view, service.settings.merchant_id), nonce)
+        headers = {
+            "Content-Security-Policy": content_security_policy(nonce),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            **_NO_STORE,
+        }
+        return HTMLResponse(page, headers=headers)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+__all__ = ["create_merchant_app"]

@@ -1,0 +1,627 @@
+"""The merchant backend: orders, their payment requests, notices, refunds, and the poller.
+
+A shell around `semops.merchant.core`: decode -> decide -> store -> call the processor.
+
+- Creating an order stores it (`creating`, with a fresh idempotency key) in one
+  transaction, then asks the processor for a signed request with that key. A lost answer
+  leaves the order `creating`; a retry by the caller (same `Idempotency-Key`) or by the
+  poller re-sends the same key, and the processor answers with the same request.
+- A notice (webhook or poll) is verified with the processor's signing key, fetched from
+  `GET /v1/merchant/keys`: the merchant trusts its own processor and no other key. It must
+  match the order's request exactly; then the order is `paid`, once, in one transaction.
+  A tampered notice, one from another signer or one that does not match changes nothing.
+- Refunds are stored (`requested`, with their refund id) before the processor is asked;
+  an unclear answer is asked again with the same refund id by the poller.
+- The poller is the fallback for a webhook that never came: bounded batches, at most
+  one look per order per interval, longest-waiting first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from semops.core.clock import Clock
+from semops.core.encoding import b64url_encode
+from semops.core.errors import E, ErrorSpec, SemopsError, lookup
+from semops.core.ids import IdKind, check_id, make_id
+from semops.core.limits import (
+    CLOCK_SKEW_MAX_S,
+    ID_RANDOM_BYTES,
+    MERCHANT_CALL_TIMEOUT_S,
+    MERCHANT_POLL_BATCH_MAX,
+    MERCHANT_POLL_INTERVAL_S,
+    REQUEST_TTL_DEFAULT_S,
+)
+from semops.core.money import format_amount
+from semops.crypto import KeyRing, KeyUse, PublicKeyRecord, read_unverified_claims
+from semops.crypto.keys import make_kid
+from semops.merchant.core import (
+    MERCHANT_ORDER,
+    PAID_STATES,
+    MerchantOrderEvent,
+    MerchantOrderState,
+    OrderInput,
+    RefundInput,
+    check_notice_matches,
+    checked_order,
+    parse_input,
+    processor_state_event,
+    refund_amount,
+    refund_event,
+)
+from semops.merchant.processor_api import (
+    KEYS_PATH,
+    REQUESTS_PATH,
+    ProcessorAnswer,
+    ProcessorTransport,
+)
+from semops.protocol import DirectoryKey, PaymentNotice, PaymentRequest, open_signed, parse_claims
+from semops.store import merchant as store
+from semops.store.db import Database, sqlite_url
+
+log = structlog.get_logger("semops.merchant")
+
+PAY_LINK_PREFIX: Final = "semops:pay?r="
+# The processor's key set is fetched again on an unknown kid (rotation), but not more often
+# than this: notices arrive unauthenticated, so a flood of bogus kids must not become a
+# flood of calls to the processor.
+KEYS_REFRESH_MIN_S: Final = 30
+_NO_ANSWER: Final = frozenset({E.TIMEOUT.code, E.UNAVAILABLE.code})
+_S = MerchantOrderState
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantSettings:
+    """Everything `semops merchant serve` needs; defaults suit the embedded network."""
+
+    merchant_id: str
+    data_dir: Path
+    processor_url: str
+    db_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8600
+    # The processor's admin gives the merchant its API key; it lives in a 0600 file.
+    api_key_file: Path | None = None
+    # Where customers reach the checkout page (the default is this service's own address).
+    public_url: str | None = None
+    # If set, POST routes of the merchant API require `Authorization: Bearer <token>`.
+    api_token_file: Path | None = None
+    request_ttl_s: int = REQUEST_TTL_DEFAULT_S
+    poll_interval_s: float = MERCHANT_POLL_INTERVAL_S
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.data_dir / f"{self.merchant_id}.db")
+
+    @property
+    def api_key_path(self) -> Path:
+        return self.api_key_file or self.data_dir / "processor-api-key"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass
+class _KeyCache:
+    ring: KeyRing = field(default_factory=KeyRing)
+    fetched_at: int | None = None
+
+
+def key_records_from(document: Any) -> list[PublicKeyRecord]:
+    """The signing keys in a `GET /v1/merchant/keys` answer.
+
+    Accepts `{"processor_id", "signing_key"}` (what the processor serves), one key record,
+    a list of them, or `{"keys": [...]}`, each a directory key
+    (kid, use, jwk, validity, status). The owner is the record's `owner` or the document's
+    `processor_id`, else the kid's prefix; in every case the kid must be exactly
+    `make_kid(owner, jwk)`, so a key cannot claim another owner."""
+    if isinstance(document, dict) and isinstance(document.get("keys"), list):
+        items, default_owner = document["keys"], document.get("processor_id")
+    elif isinstance(document, dict) and isinstance(document.get("signing_key"), dict):
+        items, default_owner = [document["signing_key"]], document.get("processor_id")
+    elif isinstance(document, dict) and "kid" in document:
+        items, default_owner = [document], document.get("processor_id")
+    elif isinstance(document, list):
+        items, default_owner = document, None
+    else:
+        raise SemopsError(E.MALFORMED, "the processor's key document is not understood")
+    records = []
+    for item in items[:8]:
+        if not isinstance(item, dict):
+            continue
+        members = ("kid", "use", "jwk", "not_before", "not_after", "status")
+        try:
+            key = DirectoryKey.model_validate({k: item[k] for k in members if k in item})
+        except ValueError:
+            raise SemopsError(E.MALFORMED, "a processor key record is malformed") from None
+        owner = item.get("owner") or default_owner or key.kid.split(":", 1)[0]
+        if not isinstance(owner, str) or make_kid(owner, key.jwk.model_dump()) != key.kid:
+            raise SemopsError(E.KEY_UNKNOWN, "a processor key's id does not name its key")
+        if key.use == KeyUse.SIGN.value:
+            records.append(key.to_record(owner))
+    if not records:
+        raise SemopsError(E.KEY_UNKNOWN, "the processor published no signing key")
+    return records
+
+
+def _request_of(token: str) -> PaymentRequest:
+    """The request the processor gave us over our authenticated channel."""
+    return parse_claims(read_unverified_claims(token), PaymentRequest)
+
+
+class MerchantService:
+    def __init__(
+        self,
+        settings: MerchantSettings,
+        database: Database,
+        transport: ProcessorTransport,
+        api_key: str,
+        clock: Clock,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.transport = transport
+        self.clock = clock
+        self._api_key = api_key
+        self._entropy = entropy
+        self._keys = _KeyCache()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    # --- calls to the processor ---------------------------------------------------------
+
+    async def _call(self, method: str, path: str, json_body: Any = None) -> ProcessorAnswer:
+        return await self.transport.request(
+            method,
+            path,
+            timeout_s=MERCHANT_CALL_TIMEOUT_S,
+            json_body=json_body,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+        )
+
+    async def _ring(self, *, refresh: bool = False) -> KeyRing:
+        now = self.clock.now()
+        fetched = self._keys.fetched_at
+        stale = fetched is None or (refresh and now - fetched >= KEYS_REFRESH_MIN_S)
+        if stale:
+            answer = await self._call("GET", KEYS_PATH)
+            self._keys = _KeyCache(KeyRing(key_records_from(answer.json())), now)
+        return self._keys.ring
+
+    async def verify_notice(self, token: str) -> PaymentNotice:
+        """A notice signed by our processor's current key, or the reason it is refused."""
+        ring = await self._ring()
+        now = self.clock.now()
+        try:
+            return open_signed(token, PaymentNotice, ring, now).message
+        except SemopsError as error:
+            if error.code != E.KEY_UNKNOWN.code:
+                raise
+        ring = await self._ring(refresh=True)
+        return open_signed(token, PaymentNotice, ring, now).message
+
+    # --- orders -------------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_{b64url_encode(self._entropy(ID_RANDOM_BYTES))}"
+
+    async def create_order(
+        self, document: Any, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Store the order, then ask the processor for its signed request."""
+        wanted = checked_order(parse_input(OrderInput, document))
+        order = parse_input(OrderInput, document)
+        key = check_id(idempotency_key) if idempotency_key is not None else self._new_id("ik")
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            row = await store.get_order_by_key(connection, key)
+            if row is not None and row["content_digest"] != wanted["content_digest"]:
+                raise SemopsError(E.IDEMPOTENCY_CONFLICT)
+            if row is None:
+                row = {
+                    "order_id": self._new_id("mo"),
+                    "idempotency_key": key,
+                    "content_digest": wanted["content_digest"],
+                    "request_id": None,
+                    "token": None,
+                    "amount_minor": wanted["amount_minor"],
+                    "currency": order.currency,
+                    "reference": order.reference,
+                    "basket": (
+                        json.dumps([line.model_dump() for line in order.basket])
+                        if order.basket
+                        else None
+                    ),
+                    "basket_digest": wanted["basket_digest"],
+                    "ttl_s": order.ttl_s or self.settings.request_ttl_s,
+                    "state": MERCHANT_ORDER.initial.value,
+                    "expires_at": None,
+                    "paid_at": None,
+                    "transfer_id": None,
+                    "notice": None,
+                    "refunded_minor": 0,
+                    "error_code": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "polled_at": now,
+                }
+                await store.insert_order(connection, row)
+        if row["state"] == _S.CREATING.value:
+            row = await self._create_at_processor(row)
+            if row["state"] == _S.CREATING.value:
+                raise SemopsError(
+                    E.UNAVAILABLE,
+                    "the processor did not answer; retry with the same Idempotency-Key",
+                    order_id=row["order_id"],
+                    idempotency_key=key,
+                )
+        return await self.view(row)
+
+    async def _create_at_processor(self, row: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "amount_minor": row["amount_minor"],
+            "currency": row["currency"],
+            "ttl_s": row["ttl_s"],
+            "idempotency_key": row["idempotency_key"],
+        }
+        for optional in ("reference", "basket_digest"):
+            if row[optional] is not None:
+                body[optional] = row[optional]
+        try:
+            answer = await self._call("POST", REQUESTS_PATH, body)
+        except SemopsError as error:
+            if error.code not in _NO_ANSWER:
+                raise
+            return row
+        if answer.ok:
+            return await self._opened(row, answer.json())
+        if 400 <= answer.status < 500 and answer.status not in (408, 429):
+            refusal = _problem_of(answer)
+            await self._move(row, MerchantOrderEvent.REFUSED, {"error_code": refusal.code})
+            raise refusal
+        return row
+
+    async def _opened(self, row: dict[str, Any], document: Any) -> dict[str, Any]:
+        """Record the processor's signed request, after checking it is what we asked for."""
+        if not isinstance(document, dict) or not isinstance(document.get("token"), str):
+            raise SemopsError(E.MALFORMED, "the processor's request answer has no token")
+        request = _request_of(document["token"])
+        asked = (row["amount_minor"], row["currency"], row["reference"], row["basket_digest"])
+        got = (request.amount_minor, request.currency, request.reference, request.basket_digest)
+        if asked != got:
+            raise SemopsError(E.ORDER_MISMATCH, "the processor's request is not the one asked for")
+        return await self._move(
+            row,
+            MerchantOrderEvent.CREATED,
+            {
+                "request_id": request.request_id,
+                "token": document["token"],
+                "expires_at": request.expires_at,
+            },
+        )
+
+    async def _move(
+        self, row: dict[str, Any], event: MerchantOrderEvent, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One MERCHANT_ORDER step, applied only if nobody moved the order meanwhile."""
+        async with self.database.write() as connection:
+            current = await store.get_order(connection, row["order_id"])
+            assert current is not None
+            target = MERCHANT_ORDER.next(MerchantOrderState(current["state"]), event)
+            changes = {**values, "state": target.value, "updated_at": self.clock.now()}
+            moved = await store.update_order(
+                connection, current["order_id"], current["state"], changes
+            )
+            assert moved, "the write lock serialises order updates"
+            updated = await store.get_order(connection, current["order_id"])
+        assert updated is not None
+        log.info("order_moved", order_id=row["order_id"], state=target.value)
+        return updated
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        async with self.database.read() as connection:
+            row = await store.get_order(connection, order_id)
+        if row is None:
+            raise SemopsError(E.NOT_FOUND, "no such order")
+        return row
+
+    async def view(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The order as the merchant API shows it: nothing about the payer (there is none)."""
+        async with self.database.read() as connection:
+            refund_rows = await store.refunds_of(connection, row["order_id"])
+        return order_view(row, self.settings.base_url, refund_rows)
+
+    # --- notices ------------------------------------------------------------------------
+
+    async def accept_notice(self, token: str) -> tuple[bool, dict[str, Any]]:
+        """(matched, answer) for a notice; refused notices raise and change nothing."""
+        notice = await self.verify_notice(token)
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            row = await store.get_order_by_request(connection, notice.request_id)
+            if row is None or row["token"] is None:
+                await store.save_notice(
+                    connection,
+                    {
+                        "transfer_id": notice.transfer_id,
+                        "request_id": notice.request_id,
+                        "token": token,
+                        "order_id": None,
+                        "received_at": now,
+                    },
+                )
+                log.info("notice_unmatched", request_id=notice.request_id)
+                return False, {"request_id": notice.request_id, "state": "unmatched"}
+            check_notice_matches(notice, _request_of(row["token"]))
+            if row["transfer_id"] not in (None, notice.transfer_id):
+                raise SemopsError(E.REQUEST_ALREADY_PAID, "this order was paid by another transfer")
+            state = MerchantOrderState(row["state"])
+            target = MERCHANT_ORDER.next(state, MerchantOrderEvent.PAID)
+            await store.save_notice(
+                connection,
+                {
+                    "transfer_id": notice.transfer_id,
+                    "request_id": notice.request_id,
+                    "token": token,
+                    "order_id": row["order_id"],
+                    "received_at": now,
+                },
+            )
+            if row["transfer_id"] is None:
+                await store.update_order(
+                    connection,
+                    row["order_id"],
+                    row["state"],
+                    {
+                        "state": target.value,
+                        "paid_at": notice.paid_at,
+                        "transfer_id": notice.transfer_id,
+                        "notice": token,
+                        "updated_at": now,
+                    },
+                )
+                log.info(
+                    "order_paid",
+                    order_id=row["order_id"],
+                    request_id=notice.request_id,
+                    transfer_id=notice.transfer_id,
+                    amount_minor=notice.amount_minor,
+                    currency=notice.currency,
+                )
+            updated = await store.get_order(connection, row["order_id"])
+        assert updated is not None
+        return True, await self.view(updated)
+
+    # --- refunds ------------------------------------------------------------------------
+
+    async def refund(self, order_id: str, document: Any) -> dict[str, Any]:
+        wanted = parse_input(RefundInput, document)
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            row = await store.get_order(connection, order_id)
+            if row is None:
+                raise SemopsError(E.NOT_FOUND, "no such order")
+            state = MerchantOrderState(row["state"])
+            if state not in PAID_STATES or state is _S.REFUNDED:
+                raise SemopsError(E.REFUND_NOT_ALLOWED, f"the order is {state.value}")
+            in_flight = await store.refund_total(connection, order_id, store.REFUND_UNSETTLED)
+            amount_minor = refund_amount(
+                wanted.amount,
+                row["currency"],
+                paid_minor=row["amount_minor"],
+                committed_minor=row["refunded_minor"] + in_flight,
+            )
+            refund = {
+                "refund_id": make_id(IdKind.REFUND, self._entropy(ID_RANDOM_BYTES)),
+                "order_id": order_id,
+                "amount_minor": amount_minor,
+                "reason": wanted.reason,
+                "state": "requested",
+                "error_code": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            await store.insert_refund(connection, refund)
+        refund = await self._send_refund(refund, row)
+        if refund["state"] == "failed":
+            raise SemopsError(lookup_code(refund["error_code"]), "the refund was refused")
+        return {
+            "refund": _refund_view(refund),
+            "order": await self.view(await self.order(order_id)),
+        }
+
+    async def _send_refund(self, refund: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        body = {"refund_id": refund["refund_id"], "amount_minor": refund["amount_minor"]}
+        if refund["reason"] is not None:
+            body["reason"] = refund["reason"]
+        path = f"{REQUESTS_PATH}/{row['request_id']}/refunds"
+        try:
+            answer = await self._call("POST", path, body)
+        except SemopsError as error:
+            if error.code not in _NO_ANSWER:
+                raise
+            return await self._settle_refund(refund["refund_id"], "in_doubt", None)
+        if answer.ok:
+            document = answer.json()
+            state = document.get("state") if isinstance(document, dict) else None
+            return await self._settle_refund(refund["refund_id"], str(state), None)
+        if 400 <= answer.status < 500 and answer.status not in (408, 429):
+            return await self._settle_refund(
+                refund["refund_id"], "failed", _problem_of(answer).code
+            )
+        return await self._settle_refund(refund["refund_id"], "in_doubt", None)
+
+    async def _settle_refund(
+        self, refund_id: str, reported: str, error_code: str | None
+    ) -> dict[str, Any]:
+        """Record the processor's word on a refund; count a completed one exactly once."""
+        state = reported if reported in ("completed", "failed") else "in_doubt"
+        if reported in ("requested", "sent"):
+            state = "sent"
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            refund = await store.get_refund(connection, refund_id)
+            assert refund is not None
+            if refund["state"] not in store.REFUND_UNSETTLED:
+                return refund  # already settled: a repeated answer changes nothing
+            await store.update_refund(
+                connection, refund_id, {"state": state, "error_code": error_code, "updated_at": now}
+            )
+            if state == "completed":
+                row = await store.get_order(connection, refund["order_id"])
+                assert row is not None
+                refunded = row["refunded_minor"] + refund["amount_minor"]
+                event = refund_event(row["amount_minor"], refunded)
+                assert event is not None
+                target = MERCHANT_ORDER.next(MerchantOrderState(row["state"]), event)
+                await store.update_order(
+                    connection,
+                    row["order_id"],
+                    row["state"],
+                    {"state": target.value, "refunded_minor": refunded, "updated_at": now},
+                )
+            updated = await store.get_refund(connection, refund_id)
+        assert updated is not None
+        return updated
+
+    # --- the fallback poller ------------------------------------------------------------
+
+    async def poll_once(self) -> int:
+        """Look once at each order waiting for news (bounded); return how many were seen."""
+        now = self.clock.now()
+        async with self.database.write() as connection:
+            rows = await store.orders_to_poll(
+                connection,
+                (_S.CREATING.value, _S.OPEN.value),
+                now - int(self.settings.poll_interval_s) + 1,
+                MERCHANT_POLL_BATCH_MAX,
+            )
+            for row in rows:
+                await store.mark_polled(connection, row["order_id"], now)
+        for row in rows:
+            try:
+                await self._poll(row, now)
+            except SemopsError as error:
+                log.info("poll_failed", order_id=row["order_id"], code=error.code)
+        return len(rows)
+
+    async def _poll(self, row: dict[str, Any], now: int) -> None:
+        state = MerchantOrderState(row["state"])
+        if state is _S.CREATING:
+            if now >= row["created_at"] + row["ttl_s"]:
+                await self._move(row, MerchantOrderEvent.EXPIRE, {})
+            else:
+                await self._create_at_processor(row)
+            return
+        if state is _S.OPEN:
+            await self._poll_request(row, now)
+        async with self.database.read() as connection:
+            refunds = await store.refunds_of(connection, row["order_id"])
+        for refund in refunds:
+            if refund["state"] in store.REFUND_UNSETTLED:
+                await self._send_refund(refund, row)
+
+    async def _poll_request(self, row: dict[str, Any], now: int) -> None:
+        try:
+            answer = await self._call("GET", f"{REQUESTS_PATH}/{row['request_id']}")
+            document = answer.json()
+        except SemopsError as error:
+            if error.code not in _NO_ANSWER:
+                raise
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("notice"), str):
+            await self.accept_notice(document["notice"])
+            return
+        processor_says = document.get("state") if isinstance(document, dict) else None
+        expired_here = now >= (row["expires_at"] or 0) + CLOCK_SKEW_MAX_S
+        if processor_state_event(processor_says) is MerchantOrderEvent.EXPIRE or (
+            document is None and expired_here
+        ):
+            await self._move(row, MerchantOrderEvent.EXPIRE, {})
+
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set; an error in one pass never ends the loop."""
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except Exception as error:
+                log.error("poll_pass_failed", error_type=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_interval_s)
+
+
+def lookup_code(code: str | None) -> ErrorSpec:
+    """The registry entry of a stored error code (a refused refund's)."""
+    try:
+        return lookup(code or "")
+    except KeyError:
+        return E.REFUND_NOT_ALLOWED
+
+
+def _problem_of(answer: ProcessorAnswer) -> SemopsError:
+    try:
+        answer.json()
+    except SemopsError as error:
+        return error
+    return SemopsError(E.MALFORMED, "the processor answered an error without a problem")
+
+
+def _refund_view(refund: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "refund_id": refund["refund_id"],
+        "amount_minor": refund["amount_minor"],
+        "state": refund["state"],
+        "error_code": refund["error_code"],
+        "created_at": refund["created_at"],
+    }
+
+
+def order_view(
+    row: dict[str, Any], base_url: str, refund_rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    order_id = row["order_id"]
+    token = row["token"]
+    return {
+        "order_id": order_id,
+        "request_id": row["request_id"],
+        "state": row["state"],
+        "amount": format_amount(row["amount_minor"], row["currency"]),
+        "amount_minor": row["amount_minor"],
+        "currency": row["currency"],
+        "reference": row["reference"],
+        "basket": json.loads(row["basket"]) if row["basket"] else None,
+        "basket_digest": row["basket_digest"],
+        "token": token,
+        "link": PAY_LINK_PREFIX + token if token else None,
+        "qr_svg": f"/v1/orders/{order_id}/qr.svg",
+        "qr_png": f"/v1/orders/{order_id}/qr.png",
+        "checkout_url": f"{base_url}/checkout/{order_id}",
+        "expires_at": row["expires_at"],
+        "paid_at": row["paid_at"],
+        "transfer_id": row["transfer_id"],
+        "notice": row["notice"],
+        "refunded_minor": row["refunded_minor"],
+        "refunds": [_refund_view(refund) for refund in refund_rows or []],
+        "idempotency_key": row["idempotency_key"],
+    }
+
+
+__all__ = [
+    "PAY_LINK_PREFIX",
+    "MerchantService",
+    "MerchantSettings",
+    "key_records_from",
+    "order_view",
+]
