@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from semops.cli.merchant import merchant_app
+from semops.cli.network import bench, demo, up
 from semops.cli.pki import pki_app
+from semops.cli.processor import processor_app
 from semops.cli.router import router_app
+from semops.cli.wallet import wallet_app
 
 app = typer.Typer(
     name="semops",
@@ -17,8 +21,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("up")(up)
+app.command("demo")(demo)
+app.command("bench")(bench)
 app.add_typer(pki_app, name="pki")
 app.add_typer(router_app, name="router")
+app.add_typer(processor_app, name="processor")
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(wallet_app, name="wallet")
 
 
 def main() -> None:

@@ -158,10 +158,12 @@ ROUTER_CALL_TIMEOUT_S: Final = 15.0
 # at the router: ten seconds means it is down or overloaded.
 ROUTER_QUERY_TIMEOUT_S: Final = 10.0
 # The directory is re-read this often even when nothing looks unknown (new participants,
-# suspensions, key rotation), and at most this often when an unknown kid or processor
-# shows up, so a flood of bogus kids cannot turn into a flood of directory fetches.
-DIRECTORY_REFRESH_INTERVAL_S: Final = 60
-DIRECTORY_REFRESH_MIN_INTERVAL_S: Final = 2
+# suspensions, key rotation). On demand -- a wallet reading the configuration, a message
+# naming an unknown kid or processor -- at most once a second: a processor that joined a
+# moment ago is payable a second later, and a flood of bogus kids costs the router one
+# cheap GET of a cached document per second.
+DIRECTORY_REFRESH_INTERVAL_S: Final = 15
+DIRECTORY_REFRESH_MIN_INTERVAL_S: Final = 1
 # Registration is retried until the router answers, backing off to this cap.
 REGISTRATION_RETRY_MAX_S: Final = 5.0
 # In-doubt transfers and refunds are asked about every couple of seconds (a wallet waits

@@ -10,11 +10,12 @@ import contextlib
 import io
 from pathlib import Path
 
-from semops.cli import pki as pki_cli
-
 
 def ensure_pki(data_dir: Path, participants: dict[str, str]) -> None:
     """Root CA in DATA/pki, and for each {participant id: role} its keys in DATA/<id>."""
+    # Imported here: the `semops` command package imports the devnet (up, demo, bench).
+    from semops.cli import pki as pki_cli
+
     pki_dir = data_dir / "pki"
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):

@@ -20,7 +20,7 @@ ALLOWED_FIELDS: Final = frozenset(
     {
         "event", "level", "timestamp", "logger",
         "participant", "processor", "router", "status", "state", "code", "kind",
-        "transfer_id", "refund_id", "request_id", "order_id", "merchant_id",
+        "transfer_id", "refund_id", "request_id", "order_id", "merchant_id", "account_id", "kid",
         "amount_minor", "currency", "attempts", "destination", "path", "method",
         "port", "operator_port", "public_port", "scheme_port", "count", "duration_ms",
         "error_type", "reason_code", "outcome", "serial",

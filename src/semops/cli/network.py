@@ -1,0 +1,201 @@
+"""`semops up` and `semops demo`: a whole network on this machine."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from semops.cli.common import err, fail, out
+from semops.devnet.demo import (
+    BOOKS,
+    CAFE,
+    DEMO_PIN,
+    Population,
+    StoryStep,
+    load_population,
+    merchant_backend,
+    pay_story,
+    populate,
+)
+from semops.devnet.network import Layout, Network, new_layout
+
+DataDirOption = Annotated[
+    Path, typer.Option("--data-dir", help="Folder for every actor's keys, databases and logs.")
+]
+
+
+def _network(data_dir: Path, *, fixed_ports: bool) -> Network:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / "network.json").exists():
+        layout = Layout.load(data_dir)
+    else:
+        layout = new_layout(data_dir, fixed_ports=fixed_ports, db_urls=None)
+    return Network(layout)
+
+
+def _start(network: Network) -> Population:
+    out.print(f"Starting the router, bank-a and mno-b in {escape(str(network.data_dir))} …")
+    network.start()
+    population = load_population(network) or populate(network)
+    backend = merchant_backend(network, CAFE[0], CAFE[1])
+    network.processes[backend.name] = backend
+    backend.start()
+    backend.wait_ready()
+    return population
+
+
+def _print_urls(network: Network, population: Population) -> None:
+    layout = network.layout
+    merchant_url = f"http://127.0.0.1:{layout.ports['merchant']}"
+    operator = f"http://127.0.0.1:{layout.ports['router-operator']}"
+    out.print("\n[bold green]SEMOPS is up.[/bold green] Each actor is its own process:\n")
+    out.print(f"  router (mTLS)       {layout.router_url()}   operator {operator}")
+    for processor_id in ("bank-a", "mno-b"):
+        scheme_port = layout.ports[processor_id + "-scheme"]
+        url = layout.processor_url(processor_id)
+        out.print(f"  {processor_id:<19} {url}   (scheme port {scheme_port}, mTLS)")
+    out.print(f"  merchant backend    {merchant_url}   ({CAFE[2]} at {CAFE[1]})")
+    out.print("\nDemo customers (PIN [bold]" + DEMO_PIN + "[/bold]):")
+    for key, customer in population.customers.items():
+        where = f"{customer.name} at {customer.processor_id}"
+        out.print(f"  {key:<6} {where}, wallet {customer.wallet_dir}")
+    qr_dir = network.data_dir / "qr"
+    alice_wallet = population.customers["alice"].wallet_dir
+    out.print("\nTry a payment (copy and paste):")
+    out.print(
+        "  .venv/bin/semops merchant request --amount 12.50 --currency EUR --reference TABLE-7"
+        f" \\\n      --merchant-url {merchant_url} --out-dir {qr_dir}"
+    )
+    out.print(f"  .venv/bin/semops wallet pay {qr_dir}/<order id>.png --wallet-dir {alice_wallet}")
+    out.print(f"  .venv/bin/semops wallet balance --wallet-dir {alice_wallet}")
+    out.print(f"\nCheckout page: {merchant_url}/checkout/<order id>     Stop with Ctrl-C.")
+
+
+def up(
+    data_dir: DataDirOption = Path("data"),
+) -> None:
+    """Run the router, a bank, an MNO and a merchant backend with demo customers."""
+    network = _network(data_dir, fixed_ports=True)
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        population = _start(network)
+        _print_urls(network, population)
+        while not stop:
+            for process in network.processes.values():
+                if not process.alive():
+                    err.print(f"[red]{process.name} stopped:[/red]\n{escape(process.tail(10))}")
+                    stop = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as error:
+        fail(str(error))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        out.print("Stopping …")
+        network.stop()
+
+
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep every actor's data here for inspection.")
+    ] = None,
+) -> None:
+    """Run the whole story end to end and print what each actor saw."""
+    scratch = None
+    if data_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="semops-demo-")
+        data_dir = Path(scratch.name)
+    network = _network(data_dir, fixed_ports=False)
+    try:
+        population = _start(network)
+        alice, bob = population.customers["alice"], population.customers["bob"]
+        cafe, books = population.merchants["cafe"], population.merchants["books"]
+        steps = [
+            pay_story(network, f"bank -> MNO: {alice.name} pays {CAFE[2]}", alice, cafe, 1250),
+            pay_story(network, f"MNO -> bank: {bob.name} pays {BOOKS[2]}", bob, books, 2490),
+            pay_story(
+                network, f"on-us: {alice.name} pays {BOOKS[2]} at her own bank", alice, books, 990
+            ),
+        ]
+        positions = network.router_admin("GET", "/v1/admin/positions")["positions"]
+    except RuntimeError as error:
+        fail(str(error))
+    finally:
+        network.stop()
+    _print_story(steps, positions)
+    if scratch is None:
+        out.print(f"\nEvery actor's data is kept in {escape(str(data_dir))}")
+    else:
+        scratch.cleanup()
+    if not all(step.ok for step in steps):
+        raise typer.Exit(1)
+
+
+def _print_story(steps: list[StoryStep], positions: list[dict[str, object]]) -> None:
+    for step in steps:
+        mark = "[green]ok[/green]" if step.ok else "[red]FAILED[/red]"
+        out.print(f"\n[bold]{escape(step.title)}[/bold]  {mark}")
+        for actor, lines in step.seen.items():
+            for line in lines:
+                out.print(f"  {actor:<24} {escape(line)}")
+    out.print("\n[bold]router[/bold] net positions (what each processor owes or is owed):")
+    for row in positions:
+        out.print(
+            f"  {row['participant_id']:<24} {row['net_minor']:>8} minor units {row['currency']}"
+        )
+
+
+def bench(
+    payments: Annotated[int, typer.Option("--payments", min=1, max=100_000)] = 500,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 16,
+    on_us: Annotated[
+        bool, typer.Option("--on-us", help="Payer and payee at one processor.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep the network's data here.")
+    ] = None,
+) -> None:
+    """Drive payments through a live network; the last line has payments/s and latencies."""
+    from rich.progress import Progress
+
+    from semops.cli.common import run_async
+    from semops.devnet.bench import create_requests, pay_all, prepare_people
+
+    scratch = None
+    if data_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="semops-bench-")
+        data_dir = Path(scratch.name)
+    network = _network(data_dir, fixed_ports=False)
+    try:
+        out.print("Starting the network …")
+        network.start()
+        customers, merchant = prepare_people(network, payments, concurrency, on_us=on_us)
+        out.print(f"Creating {payments} payment requests …")
+        tokens = run_async(create_requests(network, merchant, payments))
+        with Progress(console=out, transient=True) as progress:
+            task = progress.add_task("paying", total=payments)
+            result = run_async(pay_all(customers, tokens, lambda: progress.advance(task)))
+    except RuntimeError as error:
+        fail(str(error))
+    finally:
+        network.stop()
+        if scratch is not None:
+            scratch.cleanup()
+    kind = "on-us" if on_us else "routed bank-a -> mno-b"
+    out.print(f"{kind}, concurrency {concurrency}, {result.failed} failed")
+    out.print(result.summary())
+    if result.failed:
+        raise typer.Exit(1)
