@@ -8,6 +8,7 @@ the same step alone with `semops db upgrade`.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,12 @@ async def upgrade(database: Database, service: str) -> None:
     """Bring the service's database to the newest revision (idempotent)."""
     async with database.engine.begin() as connection:
         await connection.run_sync(_upgrade, service)
+
+
+def run_env_for(service: str) -> None:
+    """The body of every service's alembic env.py: its tables, migrated online."""
+    tables = importlib.import_module(f"semops.store.{service}")
+    run_env(tables.metadata)
 
 
 def run_env(target_metadata: Any) -> None:

@@ -1,6 +1,5 @@
 """Alembic environment of the router database (see semops.store.migrate)."""
 
-from semops.store.migrate import run_env
-from semops.store.router import metadata
+from semops.store.migrate import run_env_for
 
-run_env(metadata)
+run_env_for("router")
