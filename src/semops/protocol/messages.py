@@ -168,10 +168,21 @@ class Message(BaseModel):
     # The field that dates the message: a receiver refuses it when dated in the future
     # beyond the clock skew, and (with `expires_at`) after its expiry.
     DATED_FIELD: ClassVar[str | None] = "created_at"
+    # The longest validity (expires_at - created_at) a message of this type may claim;
+    # None for messages without an expiry of their own.
+    VALIDITY_MAX_S: ClassVar[int | None] = None
     # The largest signed token of this type, refused when signing and when opening.
     TOKEN_MAX_BYTES: ClassVar[int] = MESSAGE_MAX_BYTES
 
     v: Literal[1] = PROTOCOL_VERSION
+
+    @model_validator(mode="after")
+    def _validity(self) -> Self:
+        window = self.dated_window()
+        if self.VALIDITY_MAX_S is not None:
+            assert window is not None and window[1] is not None, "a bounded message expires"
+            _check_window(window[0], window[1], self.VALIDITY_MAX_S)
+        return self
 
     def to_claims(self) -> dict[str, Any]:
         """The JSON object that is signed or sealed (None-valued optionals omitted)."""
@@ -219,6 +230,7 @@ class PaymentRequest(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "PaymentRequest"
+    VALIDITY_MAX_S: ClassVar[int | None] = REQUEST_TTL_MAX_S
     SIGNER_FIELD: ClassVar[str | None] = "payee_processor"
     EXPIRED_ERROR: ClassVar[ErrorSpec] = E.REQUEST_EXPIRED
     # It must fit a QR code a phone camera reads at a normal size. The field limits alone
@@ -241,8 +253,7 @@ class PaymentRequest(Message):
     basket_digest: Digest | None = Field(default=None, alias="bd")
 
     @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, REQUEST_TTL_MAX_S)
+    def _long_enough(self) -> Self:
         if self.expires_at - self.created_at < REQUEST_TTL_MIN_S:
             raise ValueError("a request must stay payable long enough to be paid")
         return self
@@ -256,6 +267,7 @@ class PaymentOrder(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "PaymentOrder"
+    VALIDITY_MAX_S: ClassVar[int | None] = ORDER_TTL_S
 
     type: Literal["PaymentOrder"] = "PaymentOrder"
     order_id: Id
@@ -267,11 +279,6 @@ class PaymentOrder(Message):
     created_at: Timestamp
     expires_at: Timestamp
     pin_block: SealedPart
-
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, ORDER_TTL_S)
-        return self
 
     def order_digest(self) -> str:
         return order_digest_of(self.to_claims())
@@ -294,6 +301,7 @@ class TransferPrepare(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "TransferPrepare"
+    VALIDITY_MAX_S: ClassVar[int | None] = TRANSFER_TTL_MAX_S
     SIGNER_FIELD: ClassVar[str | None] = "payer_processor"
     EXPIRED_ERROR: ClassVar[ErrorSpec] = E.TRANSFER_EXPIRED
 
@@ -309,8 +317,7 @@ class TransferPrepare(Message):
     sealed: SealedPart
 
     @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, TRANSFER_TTL_MAX_S)
+    def _routed(self) -> Self:
         if self.payer_processor == self.payee_processor:
             raise ValueError("an on-us payment is not routed")
         return self
@@ -341,6 +348,7 @@ class RoutedPrepare(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "RoutedPrepare"
+    VALIDITY_MAX_S: ClassVar[int | None] = TRANSFER_TTL_MAX_S
     EXPIRED_ERROR: ClassVar[ErrorSpec] = E.TRANSFER_EXPIRED
 
     type: Literal["RoutedPrepare"] = "RoutedPrepare"
@@ -352,11 +360,6 @@ class RoutedPrepare(Message):
     created_at: Timestamp
     expires_at: Timestamp
     sealed: SealedPart
-
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, TRANSFER_TTL_MAX_S)
-        return self
 
 
 class TransferFulfil(Message):
@@ -488,6 +491,7 @@ class RefundTransfer(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "RefundTransfer"
+    VALIDITY_MAX_S: ClassVar[int | None] = MESSAGE_TTL_MAX_S
     SIGNER_FIELD: ClassVar[str | None] = "payee_processor"
 
     type: Literal["RefundTransfer"] = "RefundTransfer"
@@ -499,11 +503,6 @@ class RefundTransfer(Message):
     reason: ReasonText | None = None
     created_at: Timestamp
     expires_at: Timestamp
-
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, MESSAGE_TTL_MAX_S)
-        return self
 
 
 class RefundResult(Message):
@@ -691,6 +690,7 @@ class ParticipantRegistration(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "ParticipantRegistration"
+    VALIDITY_MAX_S: ClassVar[int | None] = AUTH_TTL_MAX_S
     SIGNER_FIELD: ClassVar[str | None] = "participant_id"
 
     type: Literal["ParticipantRegistration"] = "ParticipantRegistration"
@@ -703,11 +703,6 @@ class ParticipantRegistration(Message):
     created_at: Timestamp
     expires_at: Timestamp
 
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, AUTH_TTL_MAX_S)
-        return self
-
 
 class DeviceAuth(Message):
     """Wallet -> its processor: a device-signed, short-lived authorisation of one call.
@@ -717,6 +712,7 @@ class DeviceAuth(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "DeviceAuth"
+    VALIDITY_MAX_S: ClassVar[int | None] = AUTH_TTL_MAX_S
 
     type: Literal["DeviceAuth"] = "DeviceAuth"
     account_id: AccountId
@@ -725,11 +721,6 @@ class DeviceAuth(Message):
     body_digest: Digest | None = None
     created_at: Timestamp
     expires_at: Timestamp
-
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, AUTH_TTL_MAX_S)
-        return self
 
 
 class Enrolment(Message):
@@ -740,6 +731,7 @@ class Enrolment(Message):
     """
 
     MESSAGE_TYPE: ClassVar[str] = "Enrolment"
+    VALIDITY_MAX_S: ClassVar[int | None] = ORDER_TTL_S
 
     type: Literal["Enrolment"] = "Enrolment"
     activation_code: ActivationCode
@@ -748,11 +740,6 @@ class Enrolment(Message):
     created_at: Timestamp
     expires_at: Timestamp
     pin_block: SealedPart
-
-    @model_validator(mode="after")
-    def _window(self) -> Self:
-        _check_window(self.created_at, self.expires_at, ORDER_TTL_S)
-        return self
 
     def enrolment_digest(self) -> str:
         return order_digest_of(self.to_claims())
