@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
@@ -46,7 +47,19 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _create_private_file(url: str) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use the umask, often 0644):
+    a processor's database holds customer data. SQLite gives its -wal and -shm files the
+    permissions of the database file."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or os.path.exists(database):
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _sqlite_engine(url: str) -> AsyncEngine:
+    _create_private_file(url)
     engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW_MAX)
 
     @event.listens_for(engine.sync_engine, "connect")

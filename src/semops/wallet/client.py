@@ -49,6 +49,7 @@ class Transport(Protocol):
         timeout_s: float,
         jose: str | None = None,
         headers: dict[str, str] | None = None,
+        json_body: Any = None,
     ) -> Answer: ...
 
     async def close(self) -> None: ...
@@ -81,9 +82,15 @@ class HttpTransport:
         timeout_s: float,
         jose: str | None = None,
         headers: dict[str, str] | None = None,
+        json_body: Any = None,
     ) -> Answer:
         status, content_type, body = await self._peer.request(
-            method, self.base_url + path, timeout_s=timeout_s, jose=jose, headers=headers
+            method,
+            self.base_url + path,
+            timeout_s=timeout_s,
+            jose=jose,
+            json_body=json_body,
+            headers=headers,
         )
         return Answer(status, content_type, body)
 

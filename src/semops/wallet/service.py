@@ -14,6 +14,7 @@ outcome, so this can never pay twice) and by asking `GET /v1/wallet/orders/{id}`
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from semops.core.limits import (
     WALLET_ORDER_TIMEOUT_S,
     WALLET_READ_TIMEOUT_S,
 )
+from semops.core.money import check_payment_amount
 from semops.crypto import check_pin_format, read_unverified_claims
 from semops.protocol import (
     OrderEvent,
@@ -60,6 +62,7 @@ ENROL_PATH: Final = "/v1/wallet/enrol"
 ORDERS_PATH: Final = "/v1/wallet/orders"
 BALANCE_PATH: Final = "/v1/wallet/balance"
 HISTORY_PATH: Final = "/v1/wallet/history"
+REQUESTS_PATH: Final = "/v1/wallet/requests"
 # Errors after which the directory is fetched again once: keys rotate, processors join.
 _STALE_DIRECTORY: Final = frozenset(
     {
@@ -389,7 +392,7 @@ class Wallet:
 
     # --- account reads ------------------------------------------------------------------
 
-    def _auth(self, method: str, path: str) -> dict[str, str]:
+    def _auth(self, method: str, path: str, body: bytes | None = None) -> dict[str, str]:
         enrolled = self.store.require_enrolment()
         header = device_auth_header(
             self.store.device_key(),
@@ -397,6 +400,7 @@ class Wallet:
             method=method,
             path=path,
             now=self.clock.now(),
+            body=body,
         )
         return {"Authorization": header}
 
@@ -419,6 +423,42 @@ class Wallet:
 
     async def history(self) -> dict[str, Any]:
         return await self._read(HISTORY_PATH)
+
+    # --- being paid (P2P) ---------------------------------------------------------------
+
+    async def request_payment(
+        self, amount_minor: int, currency: str, reference: str | None = None
+    ) -> dict[str, Any]:
+        """Ask the own processor for a payment request naming this person as the payee.
+
+        The answer's `token` (and `link`) is what another wallet pays; it is checked here
+        to be signed by our processor for exactly this amount before it is handed out.
+        The device signature covers the exact body bytes (aiohttp sends `json.dumps`)."""
+        check_payment_amount(amount_minor)
+        enrolled = self.store.require_enrolment()
+        document: dict[str, Any] = {"amount_minor": amount_minor, "currency": currency}
+        if reference is not None:
+            document["reference"] = reference
+        body = json.dumps(document).encode("utf-8")
+        answer = await self._call(
+            enrolled.processor_url,
+            "POST",
+            REQUESTS_PATH,
+            timeout_s=WALLET_READ_TIMEOUT_S,
+            json_body=document,
+            headers=self._auth("POST", REQUESTS_PATH, body),
+        )
+        created = answer.json()
+        if not isinstance(created, dict) or not isinstance(created.get("token"), str):
+            raise SemopsError(E.MALFORMED, "the processor's request answer has no token")
+        request = verify_request(created["token"], await self.trusted(), self.clock.now())
+        if (
+            request.payee_processor != enrolled.processor_id
+            or (request.amount_minor, request.currency) != (amount_minor, currency)
+            or request.reference != reference
+        ):
+            raise SemopsError(E.ORDER_MISMATCH, "the processor's request is not the one asked for")
+        return created
 
 
 def _enrolled_from(
