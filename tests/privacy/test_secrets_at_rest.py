@@ -162,13 +162,6 @@ def test_a_person_paid_p2p_learns_nothing_of_the_payers(story: Story) -> None:
     assert not _places(corpus, "bank-a")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processor/service.py _history_entry gives the payee of an on-us payment the "
-    "payer's order_id, which routed payments lack: the payee learns the payer banks at its "
-    "own processor (§5: payer processor identity is forbidden for the payee). Owned by the "
-    "settlement/audit work; remove this mark with the fix.",
-)
 def test_a_person_paid_cannot_tell_an_on_us_payer_from_a_routed_one(story: Story) -> None:
     history = story.outcomes["p2p_history"]
     received = [entry for entry in history["entries"] if entry["kind"] == "payment_received"]

@@ -5,6 +5,9 @@ context (settings, keys, database, clock, the router link and directory), dispat
 router's status messages to the part that owns the transfer, answers the back office and
 the wallet's reads, and runs the background work: registration and directory refresh,
 in-doubt resolution and webhook delivery. The HTTP apps in `app.py` only translate.
+
+Auditing (DESIGN.md §8) is wired here, around the parts (see audited.py), so they need not
+know of it. The log is sealed with a signed checkpoint at start, when quiet and at exit.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from semops.audit.log import AuditLog
 from semops.core.clock import Clock
 from semops.core.errors import E, SemopsError
 from semops.core.limits import (
@@ -27,6 +31,7 @@ from semops.core.limits import (
 from semops.crypto import KeyUse
 from semops.ledger import AccountKind
 from semops.processor import accounts
+from semops.processor.audited import AuditedCustomers, AuditedPayees, AuditedPayer
 from semops.processor.context import Context, new_id
 from semops.processor.directory import DirectoryCache, HttpClient, RouterLink
 from semops.processor.enrolment import Customers
@@ -43,6 +48,9 @@ from semops.store import processor as store
 from semops.store.db import Database
 
 log = structlog.get_logger("semops.processor")
+
+# How often a quiet audit log is checked for an unsigned tail.
+AUDIT_SEAL_INTERVAL_S = 5.0
 
 
 class Processor:
@@ -66,10 +74,13 @@ class Processor:
             webhooks=webhook_client,
             metrics=Metrics(),
         )
-        self.customers = Customers(self.context)
-        self.payees = Payees(self.context)
+        self.audit = AuditLog(
+            settings.processor_id, store.audit_log, database, keys.sign_key, clock
+        )
+        self.customers: Customers = AuditedCustomers(self.context, self.audit)
+        self.payees: Payees = AuditedPayees(self.context, self.audit)
         self.payee = Payee(self.context)
-        self.payer = Payer(self.context, self.customers, self.payee)
+        self.payer: Payer = AuditedPayer(self.context, self.customers, self.payee, self.audit)
         self.refunds = Refunds(self.context)
 
     @property
@@ -85,6 +96,7 @@ class Processor:
         now = self.context.clock.now()
         async with self.context.database.write() as connection:
             await accounts.ensure_system_accounts(connection, self.settings.currency, now)
+        await self.audit.seal()  # a tail left unsigned by a crash is signed now
 
     # --- scheme ---------------------------------------------------------------------------
 
@@ -152,14 +164,16 @@ class Processor:
         }
         order = await store.find_row(connection, store.orders, transfer_id=ref)
         if order is not None:
+            if kind not in ("reserve", "void"):
+                # The payee side of an on-us payment looks exactly like a routed one: no
+                # order id, which would tell the payee that the payer banks here (§5).
+                return {**entry, "kind": "payment_received", "transfer_id": ref}
             entry.update(
                 order_id=order["order_id"], transfer_id=ref, payee_name=order["payee_name"]
             )
             if kind == "reserve":
                 return {**entry, "kind": "payment", "state": self._order_state(order)}
-            if kind == "void":
-                return {**entry, "kind": "payment_returned", "state": "failed"}
-            return {**entry, "kind": "payment_received", "payee_name": None}  # on-us payee side
+            return {**entry, "kind": "payment_returned", "state": "failed"}
         if kind == "deposit":
             return {**entry, "kind": "deposit"}
         refund = await self._refund_of(connection, ref)
@@ -269,6 +283,7 @@ class Processor:
             asyncio.create_task(
                 self._every(stop, DIRECTORY_REFRESH_INTERVAL_S, self._refresh_directory)
             ),
+            asyncio.create_task(self._every(stop, AUDIT_SEAL_INTERVAL_S, self.audit.seal_if_quiet)),
         ]
         try:
             await asyncio.gather(*tasks)
