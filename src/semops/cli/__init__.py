@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import typer
 
+from semops.cli.audit import audit_app
 from semops.cli.merchant import merchant_app
 from semops.cli.network import bench, demo, up
 from semops.cli.pki import pki_app
+from semops.cli.privacy import exposure
 from semops.cli.processor import processor_app
 from semops.cli.router import router_app
+from semops.cli.settlement import settlement_app
 from semops.cli.wallet import wallet_app
 
 app = typer.Typer(
@@ -29,6 +32,9 @@ app.add_typer(router_app, name="router")
 app.add_typer(processor_app, name="processor")
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(wallet_app, name="wallet")
+audit_app.command("exposure")(exposure)
+app.add_typer(audit_app, name="audit")
+app.add_typer(settlement_app, name="settlement")
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ async def run(settings: ProcessorSettings, clock: Clock | None = None) -> None:
         background.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await background
+        with contextlib.suppress(Exception):  # sign the audit log's tail on the way out
+            await processor.audit.seal()
         await router_client.close()
         await webhook_client.close()
         await processor.context.database.dispose()

@@ -1,7 +1,9 @@
 """The router's HTTP surface: a scheme app (mutual TLS) and an operator app (loopback).
 
-Thin: each route reads the JOSE body, calls the `Router`, and answers a JOSE token or
-JSON. Decided transfers answer 200, undecided ones 202 (the caller asks again).
+Thin: each route reads the JOSE body, calls the `Router` (or its `Settlement`), and answers
+a JOSE token or JSON. Decided transfers answer 200, undecided ones 202 (the caller asks
+again). Settlement reads on the scheme port take a signed query in the Authorization
+header (`SEMOPS-Participant <JWS>`) and answer router-signed JWS.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from semops.audit.report import WINDOW_ID_MAX
 from semops.core.errors import E, SemopsError
 from semops.core.ids import ID_PATTERN
 from semops.core.limits import AMOUNT_MAX_MINOR, ID_MAX_CHARS, ID_MIN_CHARS
 from semops.router.service import Outcome, Router
+from semops.router.settlement import Settlement
 from semops.service.app import create_app, jose_response, read_jose
 
 TRANSFERS = Counter("semops_router_transfers_total", "Transfers answered", ["kind", "outcome"])
@@ -27,6 +31,7 @@ TransferIdPath = Annotated[
 ]
 Auth = Annotated[str | None, Header()]
 ParticipantPath = Annotated[str, Path(min_length=2, max_length=32, pattern=r"^[a-z0-9-]+$")]
+WindowPath = Annotated[int, Path(ge=1, le=WINDOW_ID_MAX)]
 
 
 def _answer(outcome: Outcome, kind: str) -> Response:
@@ -34,8 +39,9 @@ def _answer(outcome: Outcome, kind: str) -> Response:
     return jose_response(outcome.token, 200 if outcome.decided else 202)
 
 
-def create_scheme_app(router: Router) -> FastAPI:
+def create_scheme_app(router: Router, settlement: Settlement | None = None) -> FastAPI:
     app = create_app("SEMOPS router (scheme)", version="1")
+    settled = settlement or Settlement(router)
 
     @app.get("/v1/directory")
     async def directory() -> dict[str, str]:
@@ -57,6 +63,18 @@ def create_scheme_app(router: Router) -> FastAPI:
     async def refund(request: Request) -> Response:
         return _answer(await router.refund(await read_jose(request)), "refund")
 
+    @app.get("/v1/settlement/windows/{window_id}")
+    async def statement(
+        window_id: WindowPath, request: Request, authorization: Auth = None
+    ) -> Response:
+        participant = settled.authenticate(authorization, request.url.path)
+        return jose_response(await settled.statement(window_id, participant))
+
+    @app.get("/v1/settlement/headroom")
+    async def headroom(request: Request, authorization: Auth = None) -> Response:
+        participant = settled.authenticate(authorization, request.url.path)
+        return jose_response(await settled.headroom(participant))
+
     _add_health(app)
     return app
 
@@ -66,8 +84,11 @@ class CapBody(BaseModel):
     net_debit_cap_minor: Annotated[int, Field(ge=0, le=AMOUNT_MAX_MINOR)] | None
 
 
-def create_operator_app(router: Router, operator_token: bytes) -> FastAPI:
+def create_operator_app(
+    router: Router, operator_token: bytes, settlement: Settlement | None = None
+) -> FastAPI:
     app = create_app("SEMOPS router (operator)", version="1")
+    settled = settlement or Settlement(router)
 
     def authorise(authorization: str | None) -> None:
         expected = b"Bearer " + operator_token
@@ -97,6 +118,26 @@ def create_operator_app(router: Router, operator_token: bytes) -> FastAPI:
     ) -> None:
         authorise(authorization)
         await router.set_cap(participant_id, body.net_debit_cap_minor)
+
+    @app.post("/v1/admin/windows/close")
+    async def close_window(authorization: Auth = None) -> dict[str, Any]:
+        authorise(authorization)
+        return await settled.close_window()
+
+    @app.get("/v1/admin/windows")
+    async def windows(authorization: Auth = None) -> dict[str, Any]:
+        authorise(authorization)
+        return {"windows": await settled.windows()}
+
+    @app.get("/v1/admin/windows/{window_id}")
+    async def window(window_id: WindowPath, authorization: Auth = None) -> dict[str, Any]:
+        authorise(authorization)
+        return await settled.window(window_id)
+
+    @app.post("/v1/admin/audit/checkpoint")
+    async def checkpoint(authorization: Auth = None) -> dict[str, Any]:
+        authorise(authorization)
+        return {"sealed_seq": await router.audit.seal()}
 
     _add_health(app)
     return app

@@ -14,6 +14,7 @@ from semops.crypto import KeyUse, private_key_for
 from semops.crypto.pki import load_certificate_pem
 from semops.router.app import create_operator_app, create_scheme_app
 from semops.router.service import Router, RouterIdentity
+from semops.router.settlement import Settlement
 from semops.service.clock import SystemClock
 from semops.service.files import ensure_token, read_private_key
 from semops.service.http import Peer
@@ -70,29 +71,36 @@ async def run(settings: RouterSettings, clock: Clock | None = None) -> None:
     peer = Peer(client_context(settings.tls))
     router = Router(load_identity(settings), database, clock or SystemClock(), peer)
     await router.start()
+    settlement = Settlement(router)
     operator_token = ensure_token(settings.data_dir / "operator.token")
     servers = [
         make_server(
-            create_scheme_app(router),
+            create_scheme_app(router, settlement),
             host=settings.host,
             port=settings.port,
             **server_options(settings.tls),
         ),
         make_server(
-            create_operator_app(router, operator_token.encode("ascii")),
+            create_operator_app(router, operator_token.encode("ascii"), settlement),
             host="127.0.0.1",
             port=settings.operator_port,
         ),
     ]
     stop = asyncio.Event()
-    background = asyncio.create_task(router.run_background(stop))
+    background = [
+        asyncio.create_task(router.run_background(stop)),
+        asyncio.create_task(settlement.run_background(stop)),
+    ]
     log.info("router_started", port=settings.port, operator_port=settings.operator_port)
     try:
         await serve_all(servers)
     finally:
         stop.set()
-        background.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await background
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):  # sign the tail on the way out
+            await router.audit.seal()
         await peer.close()
         await database.dispose()

@@ -7,12 +7,14 @@ Theory of operation (DESIGN.md §3, §6, §8):
   registered certificates (ids, kinds, endpoints, keys, status).
 - A payment arrives as a TransferPrepare signed by the payer processor. The router checks
   the signature and that both processors are active, checks the payer processor's
-  net-debit cap (its committed position minus what it has in flight), records the transfer
-  RESERVED, and only then asks the payee processor, with a RoutedPrepare that it signs
-  itself and that does not name the payer processor. The answer is a TransferFulfil (whose
-  fulfilment must hash to the condition, before expiry) or a TransferReject.
-- Recording COMMITTED, together with both net positions, in one database transaction is
-  the commit point: from then on both processors must finish the payment. The payer
+  net-debit cap (its position in the open settlement window minus what it has in flight),
+  records the transfer RESERVED, and only then asks the payee processor, with a
+  RoutedPrepare that it signs itself and that does not name the payer processor. The
+  answer is a TransferFulfil (whose fulfilment must hash to the condition, before expiry)
+  or a TransferReject.
+- Recording COMMITTED, together with both net positions, the settlement window that is
+  open (semops.router.settlement) and an audit entry, in one database transaction is the
+  commit point: from then on both processors must finish the payment. The payer
   processor hears the outcome in the reply to its prepare; the payee processor through the
   durable outbox, re-sent until acknowledged. Anyone may ask for a transfer's state.
 - A transfer still RESERVED at its expiry is aborted by a sweeper, and both sides are told.
@@ -33,7 +35,10 @@ from typing import Any, Final
 
 import structlog
 from cryptography import x509
+from sqlalchemy.exc import IntegrityError
 
+from semops.audit.log import AuditLog
+from semops.audit.report import cap_allows
 from semops.core.clock import Clock
 from semops.core.errors import E, SemopsError
 from semops.core.limits import TRANSFER_HOP_MARGIN_S, TRANSFER_TTL_DEFAULT_S
@@ -92,6 +97,40 @@ SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
 SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
 
 
+# Reading the open window again after a concurrent close (PostgreSQL), or opening the first.
+_WINDOW_ATTEMPTS_MAX: Final = 3
+
+
+def _audited(transfer: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log keeps of a decided transfer: ids, parties, amount, outcome."""
+    return {
+        "transfer_id": transfer["transfer_id"],
+        "transfer_kind": transfer["kind"],
+        "payer_processor": transfer["payer_processor"],
+        "payee_processor": transfer["payee_processor"],
+        "amount_minor": transfer["amount_minor"],
+        "currency": transfer["currency"],
+        "original_transfer_id": transfer["original_transfer_id"],
+        "window_id": transfer["window_id"],
+        "reason_code": transfer["reason_code"],
+    }
+
+
+def _registration_changes(
+    existing: dict[str, Any] | None, registration: ParticipantRegistration
+) -> bool:
+    """A first registration, or new keys, endpoint, kind or name (a restart is not one)."""
+    if existing is None:
+        return True
+    return bool(
+        existing["sign_certificate"] != registration.sign_certificate
+        or existing["enc_certificate"] != registration.enc_certificate
+        or existing["endpoint"] != registration.endpoint
+        or existing["kind"] != registration.kind
+        or existing["display_name"] != registration.display_name
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RouterIdentity:
     router_id: str
@@ -141,6 +180,9 @@ class Router:
         self._ring = KeyRing()
         self._serial = 0
         self._outbox_wakeup = asyncio.Event()
+        self.audit = AuditLog(
+            identity.router_id, store.audit_log, database, identity.sign_key, clock
+        )
 
     # --- directory --------------------------------------------------------------------
 
@@ -163,7 +205,24 @@ class Router:
                     "updated_at": now,
                 },
             )
+        await self.ensure_open_window()
+        await self.audit.seal()  # a tail left unsigned by a crash is signed now
         await self.rebuild_directory()
+
+    async def ensure_open_window(self) -> None:
+        """Open the first settlement window if there is none (a new database)."""
+        for _ in range(_WINDOW_ATTEMPTS_MAX):
+            async with self.database.read() as connection:
+                if await store.open_window(connection) is not None:
+                    return
+            try:
+                async with self.database.write() as connection:
+                    next_id = await store.last_window_id(connection) + 1
+                    await store.create_window(connection, next_id, self.clock.now())
+                return
+            except IntegrityError:  # another worker opened it first
+                continue
+        raise SemopsError(E.INTERNAL, "no settlement window could be opened")
 
     async def rebuild_directory(self) -> None:
         async with self.database.read() as connection:
@@ -208,6 +267,11 @@ class Router:
         }
 
     @property
+    def ring(self) -> KeyRing:
+        """The keys of the current directory: every registered participant's."""
+        return self._ring
+
+    @property
     def directory(self) -> Directory:
         assert self._directory is not None, "start() builds the directory"
         return self._directory
@@ -218,6 +282,21 @@ class Router:
         registration = self._verify_registration(token, now)
         async with self.database.write() as connection:
             existing = await store.get_participant(connection, registration.participant_id)
+            if _registration_changes(existing, registration):
+                await self.audit.append(
+                    connection,
+                    "participant_registered",
+                    registration.participant_id,
+                    {
+                        "participant_id": registration.participant_id,
+                        "first": existing is None,
+                        "kid": certificate_key_record(
+                            registration.participant_id,
+                            load_certificate_pem(registration.sign_certificate.encode()),
+                            KeyUse.SIGN,
+                        ).kid,
+                    },
+                )
             await store.save_participant(
                 connection,
                 {
@@ -260,8 +339,8 @@ class Router:
     def _verify(self, token: str, expected: type[Any], now: int) -> Any:
         return open_signed(token, expected, self._ring, now)
 
-    async def set_status(self, participant_id: str, status: str) -> None:
-        """Operator action: suspend or resume a processor (audited by the caller's log)."""
+    async def set_status(self, participant_id: str, status: str, actor: str = "operator") -> None:
+        """Operator action: suspend or resume a processor (audited)."""
         if status not in ("active", "suspended") or participant_id == self.identity.router_id:
             raise SemopsError(E.VALIDATION_FAILED, "status is active or suspended")
         async with self.database.write() as connection:
@@ -269,10 +348,15 @@ class Router:
                 connection, participant_id, status, self.clock.now()
             ):
                 raise SemopsError(E.PROCESSOR_UNKNOWN)
+            kind = "participant_resumed" if status == "active" else "participant_suspended"
+            await self.audit.append(connection, kind, actor, {"participant_id": participant_id})
         log.info("participant_status_changed", participant=participant_id, status=status)
         await self.rebuild_directory()
 
-    async def set_cap(self, participant_id: str, cap_minor: int | None) -> None:
+    async def set_cap(
+        self, participant_id: str, cap_minor: int | None, actor: str = "operator"
+    ) -> None:
+        """Operator action: set or remove a processor's net-debit cap (audited)."""
         if cap_minor is not None and cap_minor < 0:
             raise SemopsError(E.VALIDATION_FAILED, "a net-debit cap is zero or more")
         async with self.database.write() as connection:
@@ -280,6 +364,12 @@ class Router:
                 connection, participant_id, cap_minor, self.clock.now()
             ):
                 raise SemopsError(E.PROCESSOR_UNKNOWN)
+            await self.audit.append(
+                connection,
+                "cap_changed",
+                actor,
+                {"participant_id": participant_id, "cap_minor": cap_minor},
+            )
         log.info("net_debit_cap_changed", participant=participant_id)
 
     # --- transfers --------------------------------------------------------------------
@@ -308,13 +398,21 @@ class Router:
     async def _check_cap(
         self, connection: Any, participant_id: str, currency: str, amount_minor: int
     ) -> None:
+        """The cap limits what a processor may owe within the open settlement window: its
+        position there (committed) less everything it has in flight, whichever window that
+        will commit in, so a transfer that commits after a close is still counted once."""
         participant = await store.get_participant(connection, participant_id)
         cap = participant["net_debit_cap_minor"] if participant else None
         if cap is None:
             return
-        position = await store.get_position(connection, participant_id, currency)
+        window = await store.open_window(connection)
+        position = (
+            await store.window_position(connection, window["window_id"], participant_id, currency)
+            if window is not None
+            else 0
+        )
         in_flight = await store.reserved_outflow(connection, participant_id, currency)
-        if position - in_flight - amount_minor < -cap:
+        if not cap_allows(position, in_flight, amount_minor, cap):
             raise SemopsError(E.NET_DEBIT_CAP_EXCEEDED)
 
     async def _existing(
@@ -444,6 +542,7 @@ class Router:
             target = ROUTER_TRANSFER.next(state, event)
             if state is RouterTransferState.RESERVED:
                 committed = target is RouterTransferState.COMMITTED
+                window_id = await self._window_for_commit(connection) if committed else None
                 await store.decide_transfer(
                     connection,
                     transfer_id,
@@ -451,14 +550,10 @@ class Router:
                     decided_at=now,
                     fulfilment=fulfilment if committed else None,
                     reason_code=None if committed else (reason_code or E.TRANSFER_REJECTED.code),
+                    window_id=window_id,
                 )
-                if committed:
-                    await store.adjust_position(
-                        connection, row["payer_processor"], row["currency"], -row["amount_minor"]
-                    )
-                    await store.adjust_position(
-                        connection, row["payee_processor"], row["currency"], row["amount_minor"]
-                    )
+                if window_id is not None:
+                    await self._move_positions(connection, row, window_id)
                 decided = await store.get_transfer(connection, transfer_id)
                 assert decided is not None
                 status_token = self._status_token(decided)
@@ -472,10 +567,40 @@ class Router:
                     await store.enqueue(
                         connection, row["payer_processor"], SCHEME_STATUS_PATH, status_token, now
                     )
+                await self.audit.append(
+                    connection,
+                    f"transfer_{target.value}",
+                    self.identity.router_id,
+                    _audited(decided),
+                )
                 row = decided
         self._outbox_wakeup.set()
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
         return Outcome(self._status_token(row), row["state"] != "reserved")
+
+    @staticmethod
+    async def _window_for_commit(connection: Any) -> int:
+        """The open window, share-locked until this commit ends so that a close waits for
+        it. On PostgreSQL a close that finished while we waited leaves no open row visible
+        to that statement; the next statement sees the window the close opened."""
+        for _ in range(_WINDOW_ATTEMPTS_MAX):
+            window = await store.open_window(connection, lock="share")
+            if window is not None:
+                return int(window["window_id"])
+        raise SemopsError(E.UNAVAILABLE, "no open settlement window")
+
+    @staticmethod
+    async def _move_positions(connection: Any, row: dict[str, Any], window_id: int) -> None:
+        sender, receiver = row["payer_processor"], row["payee_processor"]
+        currency, amount = row["currency"], row["amount_minor"]
+        await store.adjust_position(connection, sender, currency, -amount)
+        await store.adjust_position(connection, receiver, currency, amount)
+        await store.adjust_window_position(
+            connection, window_id, sender, currency, sent_minor=amount
+        )
+        await store.adjust_window_position(
+            connection, window_id, receiver, currency, received_minor=amount
+        )
 
     async def sweep_expired(self) -> int:
         """Abort every transfer still RESERVED after its expiry; returns how many."""

@@ -12,6 +12,7 @@ payee side   payees (merchants and persons), requests (REQUEST states, with the 
              that only this processor knows), inbound transfers (PAYEE_TRANSFER states,
              holding only the one-time payer reference, never a payer identity), refunds
              sent (REFUND states) and the webhook outbox of signed payment notices.
+audit        audit_log, the hash-chained audit log (semops.store.audit).
 
 Every function takes an open connection: the caller decides the transaction boundary.
 `for_update` locks the row on PostgreSQL and is a no-op on SQLite, whose writers are
@@ -38,10 +39,13 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from semops.store.audit import audit_table
 
 metadata = MetaData()
 
@@ -289,6 +293,8 @@ outbox = Table(
     Index("ix_processor_outbox_due", "delivered_at", "next_attempt_at"),
 )
 
+
+audit_log = audit_table(metadata)
 
 # --- generic row access ---------------------------------------------------------------------
 
@@ -574,3 +580,104 @@ async def undelivered_count(connection: AsyncConnection) -> int:
         select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
     )
     return int(result.scalar_one())
+
+
+# --- reconciliation -------------------------------------------------------------------------
+# A processor's routed transfers in the terms of a settlement statement: (transfer id, kind,
+# direction, amount, currency, committed?, decided at). On-us transfers never reach the
+# router, so they are left out.
+
+# Ids per IN (...) list: well under SQLite's bound on parameters in one statement.
+_IDS_PER_QUERY = 500
+
+
+def _routed_selects() -> list[Any]:
+    return [
+        select(
+            orders.c.transfer_id.label("transfer_id"),
+            literal("payment").label("kind"),
+            literal("sent").label("direction"),
+            orders.c.amount_minor,
+            orders.c.currency,
+            (orders.c.state == "committed").label("committed"),
+            orders.c.decided_at,
+        ).where(orders.c.on_us.is_(False)),
+        select(
+            inbound_transfers.c.transfer_id.label("transfer_id"),
+            literal("payment").label("kind"),
+            literal("received").label("direction"),
+            inbound_transfers.c.amount_minor,
+            inbound_transfers.c.currency,
+            (inbound_transfers.c.state == "committed").label("committed"),
+            inbound_transfers.c.decided_at,
+        ),
+        select(
+            refunds_out.c.refund_id.label("transfer_id"),
+            literal("refund").label("kind"),
+            literal("sent").label("direction"),
+            refunds_out.c.amount_minor,
+            refunds_out.c.currency,
+            (refunds_out.c.state == "completed").label("committed"),
+            refunds_out.c.decided_at,
+        ).where(refunds_out.c.on_us.is_(False)),
+        select(
+            refunds_in.c.refund_id.label("transfer_id"),
+            literal("refund").label("kind"),
+            literal("received").label("direction"),
+            refunds_in.c.amount_minor,
+            refunds_in.c.currency,
+            (refunds_in.c.state == "credited").label("committed"),
+            refunds_in.c.decided_at,
+        ),
+    ]
+
+
+def _routed_row(row: Any) -> dict[str, Any]:
+    return {**dict(row), "committed": bool(row["committed"])}
+
+
+async def routed_decided_between(
+    connection: AsyncConnection, start: int, end: int, limit: int
+) -> list[dict[str, Any]]:
+    """Routed transfers sent or received, decided locally between start and end."""
+    found: list[dict[str, Any]] = []
+    for query in _routed_selects():
+        decided = query.selected_columns.decided_at
+        result = await connection.execute(
+            query.where(decided >= start, decided <= end).limit(limit)
+        )
+        found += [_routed_row(row) for row in result.mappings()]
+    return found
+
+
+async def routed_by_ids(connection: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for offset in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[offset : offset + _IDS_PER_QUERY]
+        for query in _routed_selects():
+            key = query.selected_columns.transfer_id
+            result = await connection.execute(query.where(key.in_(chunk)))
+            found += [_routed_row(row) for row in result.mappings()]
+    return found
+
+
+async def settlement_movements(
+    connection: AsyncConnection, refs: list[str]
+) -> dict[str, tuple[str, int]]:
+    """Per transfer reference, the currency and the sum of its postings to a settlement
+    account, in the router's sign (+ owed to us: a posting out of settlement)."""
+    moved: dict[str, tuple[str, int]] = {}
+    join = postings.join(entries, postings.c.entry_id == entries.c.entry_id).join(
+        accounts, postings.c.account_id == accounts.c.account_id
+    )
+    for offset in range(0, len(refs), _IDS_PER_QUERY):
+        chunk = refs[offset : offset + _IDS_PER_QUERY]
+        result = await connection.execute(
+            select(entries.c.transfer_ref, accounts.c.currency, func.sum(postings.c.amount_minor))
+            .select_from(join)
+            .where(accounts.c.kind == "settlement", entries.c.transfer_ref.in_(chunk))
+            .group_by(entries.c.transfer_ref, accounts.c.currency)
+        )
+        for ref, currency, total in result:
+            moved[str(ref)] = (str(currency), -int(total))
+    return moved

@@ -10,6 +10,13 @@ positions     each processor's net position per currency: + is owed to it, - it 
               the sum of committed transfers.
 outbox        router-signed status messages waiting to be delivered to a processor that
               did not answer; re-sent until acknowledged.
+windows       settlement windows: exactly one is open; every committed transfer carries
+              the id of the window that was open when it committed (`transfers.window_id`,
+              set in the committing transaction). Closing stores the signed report.
+window_positions  each processor's position per currency within one window, with sent
+              and received totals and counts: the net-debit cap is checked against the
+              open window's row, and the report is checked against these rows.
+audit_log     the hash-chained audit log (semops.store.audit).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.limits import DIRECTORY_ENTRIES_MAX
+from semops.store.audit import audit_table
 from semops.store.db import upsert
 
 metadata = MetaData()
@@ -70,8 +79,10 @@ transfers = Table(
     Column("content_digest", String(43), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger, nullable=True),
+    Column("window_id", BigInteger, nullable=True),  # set when committed
     Index("ix_transfers_state_expires", "state", "expires_at"),
     Index("ix_transfers_original", "original_transfer_id"),
+    Index("ix_transfers_window", "window_id"),
 )
 
 positions = Table(
@@ -81,6 +92,43 @@ positions = Table(
     Column("currency", String(3), primary_key=True),
     Column("net_minor", BigInteger, nullable=False),
 )
+
+windows = Table(
+    "windows",
+    metadata,
+    Column("window_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", String(8), nullable=False),  # open | closed
+    Column("opened_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger, nullable=True),
+    Column("closed_by", String(64), nullable=True),
+    Column("transfers_count", BigInteger, nullable=True),
+    Column("report_digest", String(43), nullable=True),
+    Column("report", Text, nullable=True),  # the report's claims, canonical JSON
+    Column("report_signature", Text, nullable=True),  # the router-signed JWS of the report
+    # At most one open window, whatever races between workers (a partial unique index).
+    Index(
+        "uq_windows_open",
+        "state",
+        unique=True,
+        sqlite_where=text("state = 'open'"),
+        postgresql_where=text("state = 'open'"),
+    ),
+)
+
+window_positions = Table(
+    "window_positions",
+    metadata,
+    Column("window_id", BigInteger, primary_key=True),
+    Column("participant_id", String(32), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("sent_minor", BigInteger, nullable=False),
+    Column("received_minor", BigInteger, nullable=False),
+    Column("sent_count", BigInteger, nullable=False),
+    Column("received_count", BigInteger, nullable=False),
+)
+
+audit_log = audit_table(metadata)
 
 outbox = Table(
     "outbox",
@@ -171,12 +219,19 @@ async def decide_transfer(
     decided_at: int,
     fulfilment: str | None = None,
     reason_code: str | None = None,
+    window_id: int | None = None,
 ) -> bool:
     """Move a RESERVED transfer to its final state; False if it was already decided."""
     result = await connection.execute(
         update(transfers)
         .where(transfers.c.transfer_id == transfer_id, transfers.c.state == "reserved")
-        .values(state=state, decided_at=decided_at, fulfilment=fulfilment, reason_code=reason_code)
+        .values(
+            state=state,
+            decided_at=decided_at,
+            fulfilment=fulfilment,
+            reason_code=reason_code,
+            window_id=window_id,
+        )
     )
     return result.rowcount == 1
 
@@ -244,6 +299,160 @@ async def list_positions(connection: AsyncConnection) -> list[dict[str, Any]]:
         select(positions).order_by(positions.c.participant_id, positions.c.currency)
     )
     return [dict(row) for row in result.mappings()]
+
+
+# --- settlement windows ---------------------------------------------------------------------
+
+
+async def open_window(
+    connection: AsyncConnection, *, lock: str | None = None
+) -> dict[str, Any] | None:
+    """The open window. `lock`: "share" for a commit (many commits at once, no close
+    meanwhile), "update" for a close (waits until those commits are done). PostgreSQL
+    only; SQLite writers are serialised anyway."""
+    query = select(windows).where(windows.c.state == "open")
+    if lock is not None and connection.dialect.name == "postgresql":
+        query = query.with_for_update(read=lock == "share")
+    row = (await connection.execute(query)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def create_window(connection: AsyncConnection, window_id: int, now: int) -> None:
+    """Open window `window_id`. IntegrityError if that id exists or another is open (a
+    unique index holds "one open window" whatever races between workers)."""
+    await connection.execute(
+        insert(windows).values(window_id=window_id, state="open", opened_at=now)
+    )
+
+
+async def last_window_id(connection: AsyncConnection) -> int:
+    result = await connection.execute(select(func.coalesce(func.max(windows.c.window_id), 0)))
+    return int(result.scalar_one())
+
+
+async def close_window(connection: AsyncConnection, window_id: int, values: dict[str, Any]) -> bool:
+    result = await connection.execute(
+        update(windows)
+        .where(windows.c.window_id == window_id, windows.c.state == "open")
+        .values(state="closed", **values)
+    )
+    return result.rowcount == 1
+
+
+async def get_window(connection: AsyncConnection, window_id: int) -> dict[str, Any] | None:
+    result = await connection.execute(select(windows).where(windows.c.window_id == window_id))
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def list_windows(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """The newest windows first, without their (large) reports."""
+    columns = [column for column in windows.c if column.name not in ("report", "report_signature")]
+    result = await connection.execute(
+        select(*columns).order_by(windows.c.window_id.desc()).limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def window_transfers(
+    connection: AsyncConnection, window_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """The committed transfers of a window, in commit order."""
+    result = await connection.execute(
+        select(transfers)
+        .where(transfers.c.window_id == window_id, transfers.c.state == "committed")
+        .order_by(transfers.c.decided_at, transfers.c.transfer_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def adjust_window_position(
+    connection: AsyncConnection,
+    window_id: int,
+    participant_id: str,
+    currency: str,
+    *,
+    sent_minor: int = 0,
+    received_minor: int = 0,
+) -> None:
+    sent_count, received_count = int(sent_minor > 0), int(received_minor > 0)
+    values = {
+        "window_id": window_id,
+        "participant_id": participant_id,
+        "currency": currency,
+        "net_minor": received_minor - sent_minor,
+        "sent_minor": sent_minor,
+        "received_minor": received_minor,
+        "sent_count": sent_count,
+        "received_count": received_count,
+    }
+    table = window_positions.c
+    statement = upsert(
+        connection,
+        window_positions,
+        values,
+        ["window_id", "participant_id", "currency"],
+        {
+            "net_minor": table.net_minor + (received_minor - sent_minor),
+            "sent_minor": table.sent_minor + sent_minor,
+            "received_minor": table.received_minor + received_minor,
+            "sent_count": table.sent_count + sent_count,
+            "received_count": table.received_count + received_count,
+        },
+    )
+    await connection.execute(statement)
+
+
+async def window_positions_of(
+    connection: AsyncConnection, window_id: int, participant_id: str | None = None
+) -> list[dict[str, Any]]:
+    query = select(window_positions).where(window_positions.c.window_id == window_id)
+    if participant_id is not None:
+        query = query.where(window_positions.c.participant_id == participant_id)
+    result = await connection.execute(
+        query.order_by(window_positions.c.participant_id, window_positions.c.currency).limit(
+            DIRECTORY_ENTRIES_MAX * 8
+        )
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def window_position(
+    connection: AsyncConnection, window_id: int, participant_id: str, currency: str
+) -> int:
+    result = await connection.execute(
+        select(window_positions.c.net_minor).where(
+            window_positions.c.window_id == window_id,
+            window_positions.c.participant_id == participant_id,
+            window_positions.c.currency == currency,
+        )
+    )
+    value = result.scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+async def window_transfer_count(connection: AsyncConnection, window_id: int) -> int:
+    """How many transfers a window holds (each is sent by exactly one processor)."""
+    result = await connection.execute(
+        select(func.coalesce(func.sum(window_positions.c.sent_count), 0)).where(
+            window_positions.c.window_id == window_id
+        )
+    )
+    return int(result.scalar_one())
+
+
+async def reserved_outflows(connection: AsyncConnection, participant_id: str) -> dict[str, int]:
+    """Per currency, what a processor has in flight (sent, not yet decided)."""
+    result = await connection.execute(
+        select(transfers.c.currency, func.sum(transfers.c.amount_minor))
+        .where(transfers.c.payer_processor == participant_id, transfers.c.state == "reserved")
+        .group_by(transfers.c.currency)
+    )
+    return {str(row[0]): int(row[1]) for row in result}
+
+
+# --- outbox -----------------------------------------------------------------------------------
 
 
 async def enqueue(

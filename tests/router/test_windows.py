@@ -1,0 +1,307 @@
+"""Settlement windows at the router, in process, on SQLite and PostgreSQL.
+
+The router is the real `Router` and `Settlement` over a real database; the payee processor
+is a stand-in that fulfils every routed prepare (signed with mno-b's real key). What is
+checked: commits land in the open window and a close starts the next one atomically, even
+with payments committing while it closes; the net-debit cap counts only the open window;
+processors read their own statement and headroom with a query they signed; every
+operator action leaves an audit entry and the router's log verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from semops.audit.chain import verify_chain
+from semops.audit.report import SettlementHeadroom, SettlementQuery, SettlementStatement
+from semops.core import IdKind, make_id
+from semops.core.errors import SemopsError
+from semops.crypto import (
+    KeyUse,
+    PrivateKey,
+    condition_for,
+    make_fulfilment,
+    private_key_for,
+    read_unverified_claims,
+    seal_for,
+    sign_message,
+)
+from semops.devnet import ensure_pki
+from semops.protocol import (
+    ParticipantRegistration,
+    TransferDetails,
+    TransferFulfil,
+    TransferPrepare,
+    TransferStatus,
+    open_signed,
+    sign,
+)
+from semops.router.main import RouterSettings, load_identity
+from semops.router.service import Router
+from semops.router.settlement import Settlement
+from semops.service.clock import SystemClock
+from semops.service.files import read_private_key
+from semops.store import router as store
+from semops.store.db import Database, sqlite_url
+from semops.store.migrate import upgrade
+from tests.databases import BACKENDS, postgres_or_skip
+
+pytestmark = pytest.mark.anyio
+
+PARTIES = {"router": "router", "bank-a": "processor", "mno-b": "processor"}
+FULFILMENT = make_fulfilment(b"f" * 32)
+
+
+def _key(data_dir: Path, party: str) -> PrivateKey:
+    return private_key_for(party, KeyUse.SIGN, read_private_key(data_dir / party / f"{party}.key"))
+
+
+class FulfillingPeer:
+    """The router's outbound calls: every routed prepare is fulfilled by its payee."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.keys = {party: _key(data_dir, party) for party in ("bank-a", "mno-b")}
+
+    async def call_jose(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout_s: float,
+        jose: str | None = None,
+        headers: Any = None,
+    ) -> str:
+        if not url.endswith("/v1/scheme/transfers"):
+            return ""  # status deliveries are acknowledged
+        assert jose is not None
+        claims = read_unverified_claims(jose)
+        payee = claims["payee_processor"]
+        fulfil = TransferFulfil(
+            transfer_id=claims["transfer_id"],
+            payee_processor=payee,
+            fulfilment=FULFILMENT,
+            fulfilled_at=int(time.time()),
+        )
+        return sign(fulfil, self.keys[payee])
+
+    async def close(self) -> None:
+        return None
+
+
+class Scheme:
+    def __init__(self, data_dir: Path, database: Database) -> None:
+        self.data_dir = data_dir
+        self.database = database
+        identity = load_identity(RouterSettings(data_dir=data_dir / "router"))
+        self.router = Router(identity, database, SystemClock(), FulfillingPeer(data_dir))  # type: ignore[arg-type]
+        self.settlement = Settlement(self.router)
+        self.keys = {party: _key(data_dir, party) for party in ("bank-a", "mno-b")}
+
+    async def start(self) -> None:
+        await upgrade(self.database, "router")
+        await self.router.start()
+        for party in ("bank-a", "mno-b"):
+            await self.router.register(self._registration(party))
+
+    def _registration(self, party: str) -> str:
+        folder, now = self.data_dir / party, int(time.time())
+        message = ParticipantRegistration(
+            participant_id=party,
+            kind="bank" if party.startswith("bank") else "mno",
+            display_name=party.upper(),
+            endpoint="https://127.0.0.1:9",
+            sign_certificate=(folder / f"{party}.crt").read_text(),
+            enc_certificate=(folder / f"{party}.enc.crt").read_text(),
+            created_at=now,
+            expires_at=now + 60,
+        )
+        return sign(message, self.keys[party])
+
+    async def pay(
+        self, amount: int, payer: str = "bank-a", payee: str = "mno-b"
+    ) -> tuple[str, str]:
+        now = int(time.time())
+        transfer_id = make_id(IdKind.TRANSFER, os.urandom(16))
+        sealed = seal_for(
+            TransferDetails(
+                transfer_id=transfer_id,
+                request_id=make_id(IdKind.REQUEST, os.urandom(16)),
+                payee_id="corner-cafe",
+                payer_ref="A" * 43,
+            ).to_claims(),
+            self.router.directory.entry(payee).current_key(KeyUse.ENCRYPT, now),
+        )
+        prepare = TransferPrepare(
+            transfer_id=transfer_id,
+            payer_processor=payer,
+            payee_processor=payee,
+            amount_minor=amount,
+            currency="EUR",
+            condition=condition_for(FULFILMENT),
+            created_at=now,
+            expires_at=now + 30,
+            sealed=sealed,
+        )
+        outcome = await self.router.prepare(sign(prepare, self.keys[payer]))
+        state = open_signed(outcome.token, TransferStatus, self.router.ring, now + 1).message.state
+        return transfer_id, state
+
+    def query(self, party: str, path: str, *, signer: str | None = None) -> str:
+        """The Authorization header of a settlement read (signed by `signer` if given)."""
+        now = int(time.time())
+        message = SettlementQuery(
+            participant_id=party, path=path, created_at=now, expires_at=now + 60
+        )
+        return "SEMOPS-Participant " + sign_message(message.to_claims(), self.keys[signer or party])
+
+    async def statement(self, window_id: int, party: str) -> SettlementStatement:
+        token = await self.settlement.statement(window_id, party)
+        return open_signed(token, SettlementStatement, self.router.ring, int(time.time())).message
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("windows")
+    ensure_pki(data_dir, PARTIES)
+    return data_dir
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "router.db")
+        return
+    databases = postgres_or_skip()
+    try:
+        yield databases.make(["router"])["router"]
+    finally:
+        databases.drop()
+
+
+@pytest.fixture
+async def scheme(database_url: str, pki: Path) -> AsyncIterator[Scheme]:
+    database = Database(database_url)
+    made = Scheme(pki, database)
+    try:
+        await made.start()
+        yield made
+    finally:
+        await database.dispose()
+
+
+async def test_commits_fall_in_the_open_window_and_a_close_starts_the_next(
+    scheme: Scheme,
+) -> None:
+    ids = [(await scheme.pay(amount))[0] for amount in (100, 200, 300)]
+    closed = await scheme.settlement.close_window()
+    assert (closed["window_id"], closed["next_window_id"], closed["transfers_count"]) == (1, 2, 3)
+    statement = await scheme.statement(1, "bank-a")
+    assert sorted(line.transfer_id for line in statement.settlement.transfers) == sorted(ids)
+    assert statement.settlement.positions[0].net_minor == -600
+    assert (await scheme.statement(1, "mno-b")).settlement.positions[0].net_minor == 600
+    later, _ = await scheme.pay(50)
+    window = await scheme.settlement.window(2)
+    assert window["state"] == "open"
+    positions = {row["participant_id"]: row["net_minor"] for row in window["positions"]}
+    assert positions == {"bank-a": -50, "mno-b": 50}
+    async with scheme.database.read() as connection:
+        assert (await store.get_transfer(connection, later))["window_id"] == 2  # type: ignore[index]
+        assert (await store.get_transfer(connection, ids[0]))["window_id"] == 1  # type: ignore[index]
+    with pytest.raises(SemopsError) as refused:
+        await scheme.settlement.statement(2, "bank-a")  # still open: no statement yet
+    assert refused.value.code == "not_found"
+
+
+async def test_the_net_debit_cap_counts_only_the_open_window(scheme: Scheme) -> None:
+    await scheme.router.set_cap("bank-a", 500)
+    assert (await scheme.pay(400))[1] == "committed"
+    with pytest.raises(SemopsError) as refused:
+        await scheme.pay(200)
+    assert refused.value.code == "net_debit_cap_exceeded"
+    assert (await scheme.pay(100, payer="mno-b", payee="bank-a"))[1] == "committed"
+    assert (await scheme.pay(200))[1] == "committed"  # money received is headroom too
+    token = await scheme.settlement.headroom("bank-a")
+    now = int(time.time())
+    headroom = open_signed(token, SettlementHeadroom, scheme.router.ring, now).message
+    (line,) = headroom.lines
+    assert (headroom.window_id, line.position_minor, line.headroom_minor) == (1, -500, 0)
+    await scheme.settlement.close_window()
+    assert (await scheme.pay(450))[1] == "committed"  # a new window: the cap starts over
+
+
+async def test_no_commit_falls_between_windows_while_they_close(scheme: Scheme) -> None:
+    async def pay_some(count: int, amount: int) -> list[str]:
+        return [(await scheme.pay(amount))[0] for _ in range(count)]
+
+    async def close_twice() -> None:
+        for _ in range(2):
+            await asyncio.sleep(0.05)
+            await scheme.settlement.close_window()
+
+    first, second, _ = await asyncio.gather(pay_some(15, 10), pay_some(15, 20), close_twice())
+    await scheme.settlement.close_window()
+    statements = [await scheme.statement(window_id, "bank-a") for window_id in (1, 2, 3)]
+    listed = [line.transfer_id for s in statements for line in s.settlement.transfers]
+    assert sorted(listed) == sorted(first + second)  # each commit in exactly one window
+    nets = [s.settlement.positions[0].net_minor for s in statements if s.settlement.positions]
+    assert sum(nets) == -(15 * 10 + 15 * 20)
+    assert len(nets) >= 2  # the closes really fell between payments
+
+
+async def test_settlement_reads_need_a_query_signed_by_the_participant_for_that_path(
+    scheme: Scheme,
+) -> None:
+    authenticate = scheme.settlement.authenticate
+    path = "/v1/settlement/headroom"
+    assert authenticate(scheme.query("bank-a", path), path) == "bank-a"
+    for header, code in (
+        (None, "unauthenticated"),
+        ("Bearer something", "unauthenticated"),
+        (scheme.query("bank-a", "/v1/settlement/windows/1"), "forbidden"),
+        (scheme.query("bank-a", path, signer="mno-b"), "signer_mismatch"),
+    ):
+        with pytest.raises(SemopsError) as refused:
+            authenticate(header, path)
+        assert refused.value.code == code
+
+
+async def test_operator_actions_and_transfers_are_audited_and_the_log_verifies(
+    scheme: Scheme,
+) -> None:
+    await scheme.router.set_status("bank-a", "suspended")
+    await scheme.router.set_status("bank-a", "active")
+    await scheme.router.set_cap("bank-a", 10_000)
+    await scheme.pay(123)
+    await scheme.settlement.close_window()
+    await scheme.router.start()  # a restart: re-registering unchanged keys is not news
+    for party in ("bank-a", "mno-b"):
+        await scheme.router.register(scheme._registration(party))
+    async with scheme.database.read() as connection:
+        result = await connection.execute(store.audit_log.select().order_by(store.audit_log.c.seq))
+        rows = [dict(row) for row in result.mappings()]
+    assert [row["kind"] for row in rows] == [
+        "participant_registered",
+        "participant_registered",
+        "participant_suspended",
+        "participant_resumed",
+        "cap_changed",
+        "transfer_committed",
+        "window_closed",
+        "checkpoint",
+    ]
+    assert rows[2]["actor"] == "operator" and '"participant_id":"bank-a"' in rows[2]["data"]
+    assert '"amount_minor":123' in rows[5]["data"] and '"window_id":1' in rows[5]["data"]
+    report = verify_chain("router", rows, scheme.router.ring)
+    assert report.ok and report.unsigned_tail == 0
