@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from semops.store import outbox as outbox_queries
 from semops.store.audit import audit_table
 
 metadata = MetaData()
@@ -550,29 +551,17 @@ async def enqueue(
 
 
 async def due_messages(connection: AsyncConnection, now: int, limit: int) -> list[dict[str, Any]]:
-    result = await connection.execute(
-        select(outbox)
-        .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
-        .order_by(outbox.c.message_id)
-        .limit(limit)
-    )
-    return [dict(row) for row in result.mappings()]
+    return await outbox_queries.due_messages(connection, outbox, now, limit)
 
 
 async def mark_delivered(connection: AsyncConnection, message_id: int, now: int) -> None:
-    await connection.execute(
-        update(outbox).where(outbox.c.message_id == message_id).values(delivered_at=now)
-    )
+    await outbox_queries.mark_delivered(connection, outbox, message_id, now)
 
 
 async def mark_attempt(
     connection: AsyncConnection, message_id: int, attempts: int, next_attempt_at: int
 ) -> None:
-    await connection.execute(
-        update(outbox)
-        .where(outbox.c.message_id == message_id)
-        .values(attempts=attempts, next_attempt_at=next_attempt_at)
-    )
+    await outbox_queries.mark_attempt(connection, outbox, message_id, attempts, next_attempt_at)
 
 
 async def undelivered_count(connection: AsyncConnection) -> int:
