@@ -302,3 +302,13 @@ def test_the_merchant_core_is_pure() -> None:
             if node.module.startswith("semops."):
                 assert node.module.split(".")[1] in {"core", "crypto", "protocol"}
     assert not roots & {"sqlalchemy", "fastapi", "aiohttp", "time", "secrets", "os", "asyncio"}
+
+
+@pytest.mark.parametrize("control", ["\u202e", "\u2066", "\u200f", "\u061c"])
+def test_a_basket_line_name_with_a_bidirectional_control_is_refused(control: str) -> None:
+    # Regression: basket lines had their own copy of the one-line rule, without the
+    # protocol's refusal of bidi controls, so a line could display as something else.
+    from semops.merchant.core import BasketLine
+
+    with pytest.raises(ValueError):
+        BasketLine(name=f"Cafe{control}Latte", quantity=1, unit_amount_minor=100)

@@ -39,11 +39,11 @@ from semops.core.limits import (
 )
 from semops.core.money import check_payment_amount, parse_amount
 from semops.protocol import PaymentNotice, PaymentRequest, StateMachine
+from semops.protocol.messages import ONE_LINE_TEXT
 
-# Printable text on one line (the same rule as the protocol's references and names).
-_ONE_LINE: Final = (
-    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f\u2028\u2029]*[^\s\x00-\x1f\x7f-\x9f])?$"
-)
+# Printable text on one line, no bidirectional controls: the protocol's rule for names
+# and references, so a basket line cannot display as something else either.
+_ONE_LINE: Final = ONE_LINE_TEXT
 
 
 class MerchantOrderState(StrEnum):

@@ -88,7 +88,7 @@ def _registered_reason(code: str) -> str:
 # Bidirectional controls (Unicode's Bidi_Control: U+061C, U+200E/F, U+202A-E, U+2066-9) are
 # refused too: they can make one payee name display as another ("Trojan Source" spoofing).
 _BIDI: Final = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_ONE_LINE_TEXT: Final = (
+ONE_LINE_TEXT: Final = (
     rf"^[^\s\x00-\x1f\x7f-\x9f{_BIDI}]"
     rf"(?:[^\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]*[^\s\x00-\x1f\x7f-\x9f{_BIDI}])?$"
 )
@@ -119,13 +119,13 @@ Digest = Annotated[
     str, StringConstraints(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{43}$")
 ]
 DisplayName = Annotated[
-    str, StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS, pattern=_ONE_LINE_TEXT)
+    str, StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS, pattern=ONE_LINE_TEXT)
 ]
 Reference = Annotated[
-    str, StringConstraints(min_length=1, max_length=REFERENCE_MAX_CHARS, pattern=_ONE_LINE_TEXT)
+    str, StringConstraints(min_length=1, max_length=REFERENCE_MAX_CHARS, pattern=ONE_LINE_TEXT)
 ]
 ReasonText = Annotated[
-    str, StringConstraints(min_length=1, max_length=REASON_TEXT_MAX_CHARS, pattern=_ONE_LINE_TEXT)
+    str, StringConstraints(min_length=1, max_length=REASON_TEXT_MAX_CHARS, pattern=ONE_LINE_TEXT)
 ]
 ReasonCode = Annotated[
     str,
