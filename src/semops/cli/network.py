@@ -39,6 +39,19 @@ def _network(data_dir: Path, *, fixed_ports: bool) -> Network:
     return Network(layout)
 
 
+def _stop(network: Network) -> None:
+    """Stop every process, even if Ctrl-C (or SIGTERM) comes again meanwhile: the services
+    run in their own sessions, so an interrupted stop would leave them running unseen."""
+    previous = {
+        number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        network.stop()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _start(network: Network) -> Population:
     out.print(f"Starting the router, bank-a and mno-b in {escape(str(network.data_dir))} …")
     network.start()
@@ -105,7 +118,7 @@ def up(
     finally:
         signal.signal(signal.SIGTERM, previous)
         out.print("Stopping …")
-        network.stop()
+        _stop(network)
 
 
 def demo(
@@ -134,7 +147,7 @@ def demo(
     except RuntimeError as error:
         fail(str(error))
     finally:
-        network.stop()
+        _stop(network)
     _print_story(steps, positions)
     if scratch is None:
         out.print(f"\nEvery actor's data is kept in {escape(str(data_dir))}")
@@ -191,7 +204,7 @@ def bench(
     except RuntimeError as error:
         fail(str(error))
     finally:
-        network.stop()
+        _stop(network)
         if scratch is not None:
             scratch.cleanup()
     kind = "on-us" if on_us else "routed bank-a -> mno-b"
