@@ -10,7 +10,7 @@ import typer
 
 from semops.cli.audit import audit_app
 from semops.cli.merchant import merchant_app
-from semops.cli.network import bench, demo, up
+from semops.cli.network import bench, chaos, demo, up
 from semops.cli.pki import pki_app
 from semops.cli.privacy import exposure
 from semops.cli.processor import processor_app
@@ -27,6 +27,7 @@ app = typer.Typer(
 app.command("up")(up)
 app.command("demo")(demo)
 app.command("bench")(bench)
+app.command("chaos")(chaos)
 app.add_typer(pki_app, name="pki")
 app.add_typer(router_app, name="router")
 app.add_typer(processor_app, name="processor")

@@ -212,3 +212,61 @@ def bench(
     out.print(result.summary())
     if result.failed:
         raise typer.Exit(1)
+
+
+def chaos(
+    payments: Annotated[int, typer.Option("--payments", min=1, max=10_000)] = 40,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=2, max=64, help="Customers paying at once.")
+    ] = 8,
+    faults: Annotated[
+        int, typer.Option("--faults", min=0, max=100_000, help="Message faults to inject.")
+    ] = 40,
+    kills: Annotated[
+        int, typer.Option("--kills", min=0, max=1_000, help="kill -9 of a random service.")
+    ] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same choices.")] = 1,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", help="Run on this PostgreSQL server instead of SQLite."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Keep the network's data here.")
+    ] = None,
+) -> None:
+    """Payments through dropped, duplicated, delayed, reordered messages and kill -9;
+    then check every payment is complete or absent on all sides and money is conserved."""
+    import asyncio
+    import secrets
+
+    from semops.cli.common import run_async
+    from semops.devnet.chaos import SERVICES, ChaosSettings, run_chaos
+    from semops.devnet.postgres import create_databases, drop_databases
+
+    settings = ChaosSettings(
+        payments=payments, concurrency=concurrency, faults=faults, kills=kills, seed=seed
+    )
+    scratch = None
+    if data_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="semops-chaos-")
+        data_dir = Path(scratch.name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / "network.json").exists():
+        fail(f"{data_dir} already holds a network: chaos needs an empty folder")
+    names = [f"semops_chaos_{secrets.token_hex(4)}_{s.replace('-', '_')}" for s in SERVICES]
+    db_urls = None
+    try:
+        if postgres is not None:
+            urls = asyncio.run(create_databases(postgres, names))
+            db_urls = dict(zip(SERVICES, urls.values(), strict=True))
+        report = run_async(
+            run_chaos(data_dir, settings, db_urls, lambda line: out.print(escape(line) + " …"))
+        )
+    finally:
+        if postgres is not None:
+            asyncio.run(drop_databases(postgres, names))
+        if scratch is not None:
+            scratch.cleanup()
+    out.print(escape(report.summary()))
+    if not report.ok:
+        raise typer.Exit(1)

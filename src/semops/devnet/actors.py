@@ -65,7 +65,7 @@ async def enrol(network: Network, customer: Customer, activation_code: str) -> N
     wallet = customer.wallet()
     try:
         await wallet.enroll(
-            network.layout.processor_url(customer.processor_id),
+            network.layout.wallet_url(customer.processor_id),
             activation_code,
             f"{customer.name}'s phone",
             customer.pin,

@@ -49,6 +49,8 @@ class Layout:
     data_dir: str
     ports: dict[str, int]
     db_urls: dict[str, str] = field(default_factory=dict)
+    # Proxies in the way (the chaos harness): link name "SENDER>RECEIVER" -> proxy port.
+    links: dict[str, int] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -59,6 +61,21 @@ class Layout:
 
     def processor_url(self, processor_id: str) -> str:
         return f"http://127.0.0.1:{self.ports[processor_id]}"
+
+    def router_url_for(self, processor_id: str) -> str:
+        """Where a processor sends to the router: the router, or a proxy in the way."""
+        port = self.links.get(f"{processor_id}>{ROUTER_ID}", self.ports["router"])
+        return f"https://127.0.0.1:{port}"
+
+    def scheme_url_for(self, processor_id: str) -> str | None:
+        """The scheme URL a processor publishes, when a proxy stands in front of it."""
+        port = self.links.get(f"{ROUTER_ID}>{processor_id}")
+        return None if port is None else f"https://127.0.0.1:{port}"
+
+    def wallet_url(self, processor_id: str) -> str:
+        """Where wallets reach a processor: its public port, or a proxy in the way."""
+        port = self.links.get(f"wallet>{processor_id}", self.ports[processor_id])
+        return f"http://127.0.0.1:{port}"
 
     def save(self) -> None:
         (self.root / "network.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -91,6 +108,10 @@ class Network:
     def _db_args(self, service: str) -> list[str]:
         url = self.layout.db_urls.get(service)
         return ["--db", url] if url else []
+
+    def _scheme_url_args(self, processor_id: str) -> list[str]:
+        url = self.layout.scheme_url_for(processor_id)
+        return ["--scheme-url", url] if url else []
 
     def router_process(self) -> ServiceProcess:
         ports = self.layout.ports
@@ -127,11 +148,12 @@ class Network:
                 "--data-dir",
                 str(self.data_dir / processor_id),
                 "--router-url",
-                self.layout.router_url(),
+                self.layout.router_url_for(processor_id),
                 "--public-port",
                 str(ports[processor_id]),
                 "--scheme-port",
                 str(ports[f"{processor_id}-scheme"]),
+                *self._scheme_url_args(processor_id),
                 *self._db_args(processor_id),
             ],
             output=self.data_dir / processor_id / "logs" / "stdout.log",
