@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from semops.cli.common import readable_errors, run_async
+from semops.core.limits import TRANSFER_TTL_DEFAULT_S, TRANSFER_TTL_MAX_S, TRANSFER_TTL_MIN_S
 from semops.processor.main import run
 from semops.processor.settings import ProcessorSettings
 
@@ -51,6 +52,14 @@ def serve(
     scheme_url: Annotated[
         str | None, typer.Option(help="Scheme URL the router uses [default: host and port].")
     ] = None,
+    transfer_ttl_s: Annotated[
+        int,
+        typer.Option(
+            min=TRANSFER_TTL_MIN_S,
+            max=TRANSFER_TTL_MAX_S,
+            help="Seconds a routed payment may take before it is released.",
+        ),
+    ] = TRANSFER_TTL_DEFAULT_S,
 ) -> None:
     """Run the processor until interrupted (Ctrl-C)."""
     settings = ProcessorSettings(
@@ -67,6 +76,7 @@ def serve(
         scheme_port=scheme_port,
         public_url=public_url,
         scheme_url=scheme_url,
+        transfer_ttl_s=transfer_ttl_s,
     )
     with readable_errors():
         run_async(run(settings))

@@ -69,6 +69,9 @@ REQUEST_TTL_MIN_S: Final = 30
 # A transfer must finish quickly or be released (DESIGN.md §3); each hop takes its share.
 TRANSFER_TTL_DEFAULT_S: Final = 30
 TRANSFER_TTL_MAX_S: Final = 120
+# The least a processor may be configured with: the payee processor gets the TTL less one
+# hop margin, and five seconds is still ample for it to answer on a healthy network.
+TRANSFER_TTL_MIN_S: Final = 10
 # How much shorter the expiry is at each further hop, so the later hop times out first and
 # the earlier one still has time to learn the outcome.
 TRANSFER_HOP_MARGIN_S: Final = 5

@@ -352,6 +352,10 @@ class MerchantService:
         async with self.database.write() as connection:
             row = await store.get_order_by_request(connection, notice.request_id)
             if row is None or row["token"] is None:
+                if notice.payee_id != self.settings.merchant_id:
+                    # Our processor signs every merchant's notices: another merchant's is
+                    # not ours to keep, not even unmatched (it tells of their payments).
+                    raise SemopsError(E.FORBIDDEN, "the notice is for another payee")
                 await store.save_notice(
                     connection,
                     {

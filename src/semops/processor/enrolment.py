@@ -347,8 +347,15 @@ class Customers:
             raise SemopsError(E.UNAUTHENTICATED, "the authorisation is for another call")
         return device
 
-    async def verify_pin(self, account_id: str, pin: str) -> None:
-        """One PIN attempt; its outcome is committed even when the payment is refused."""
+    async def verify_pin(
+        self, account_id: str, pin: str, refusal: dict[str, Any] | None = None
+    ) -> None:
+        """One PIN attempt; its outcome is committed even when the payment is refused.
+
+        `refusal` (an `order_refusals` row without its code) is stored in the same
+        transaction when the PIN is refused, so that one order can count as one attempt
+        only: a copy of it arriving at the same moment fails on the order id and rolls its
+        count back (IntegrityError for the caller)."""
         context = self.context
         async with context.database.write() as connection:
             credential = await store.get_row(
@@ -374,6 +381,10 @@ class Customers:
                         "locked": result.locked,
                         "updated_at": context.clock.now(),
                     },
+                )
+            if result.error is not None and refusal is not None:
+                await store.insert_row(
+                    connection, store.order_refusals, refusal | {"code": result.error.code}
                 )
         if result.error is not None:
             kind = "locked" if result.locked else "wrong"

@@ -23,6 +23,7 @@ expired prepare). Every state change goes through PAYER_TRANSFER.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.errors import E, SemopsError, lookup
 from semops.core.ids import IdKind
-from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX, TRANSFER_TTL_DEFAULT_S
+from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX
 from semops.core.money import Money
 from semops.crypto import (
     KeyUse,
@@ -149,10 +150,25 @@ class Payer:
         if stored is not None:
             self._retry(stored, order)  # a conflict raises before anything else happens
             return self._retry(await self._ask_if_pending(stored), order)
-        request = await self._verified_request(order, now)
-        pin = open_pin_block(order.pin_block, context.keys.enc_key, order.order_digest())
-        await self.customers.verify_pin(order.payer_account, pin)
-        del pin  # verified in memory and dropped (DESIGN.md §6)
+        await self._raise_if_refused(order)
+        refusal = {
+            "order_id": order.order_id,
+            "account_id": order.payer_account,
+            "content_digest": order.digest(),
+            "expires_at": order.expires_at + CLOCK_SKEW_MAX_S,
+            "created_at": now,
+        }
+        try:
+            request = await self._verified_request(order, now)
+            pin = open_pin_block(order.pin_block, context.keys.enc_key, order.order_digest())
+            await self.customers.verify_pin(order.payer_account, pin, refusal)
+            del pin  # verified in memory and dropped (DESIGN.md §6)
+        except IntegrityError:  # a copy of this order was refused at this very moment
+            await self._raise_if_refused(order)
+            raise
+        except SemopsError as error:
+            await self._remember_refusal(refusal, error)
+            raise
         try:
             if request.payee_processor == context.processor_id:
                 return await self._pay_on_us(order, request, device["kid"])
@@ -162,6 +178,36 @@ class Payer:
             if stored is None:
                 raise
             return self._retry(stored, order)
+        except SemopsError as error:
+            await self._remember_refusal(refusal, error)
+            raise
+
+    async def _raise_if_refused(self, order: PaymentOrder) -> None:
+        """An order id refused before is single-use: the same order gets the same refusal
+        (no second PIN attempt, no payment after a later deposit), other content is a
+        conflict."""
+        async with self.context.database.read() as connection:
+            refused = await store.get_row(connection, store.order_refusals, order.order_id)
+        if refused is None:
+            return
+        if refused["content_digest"] != order.digest():
+            raise SemopsError(E.IDEMPOTENCY_CONFLICT, "this order id was used for another order")
+        raise SemopsError(lookup(refused["code"]), "this order was refused before")
+
+    async def _remember_refusal(self, refusal: dict[str, Any], error: SemopsError) -> None:
+        """Store a definite refusal of an authenticated order (not a passing outage)."""
+        if error.spec.http_status >= 500:
+            return
+        with contextlib.suppress(IntegrityError):  # already stored (a PIN refusal, a copy)
+            async with self.context.database.write() as connection:
+                await store.insert_row(
+                    connection, store.order_refusals, refusal | {"code": error.code}
+                )
+
+    async def prune_refusals(self) -> int:
+        """Forget refusals of orders that have expired (they are refused as expired now)."""
+        async with self.context.database.write() as connection:
+            return await store.prune_order_refusals(connection, self.context.clock.now())
 
     async def _stored(self, order_id: str) -> dict[str, Any] | None:
         async with self.context.database.read() as connection:
@@ -213,7 +259,7 @@ class Payer:
             "currency": order.currency,
             "condition": request.condition,
             "state": PAYER_TRANSFER.initial.value,
-            "expires_at": now + TRANSFER_TTL_DEFAULT_S,
+            "expires_at": now + self.context.settings.transfer_ttl_s,
             "fulfilment": None,
             "reason_code": None,
             "receipt": None,

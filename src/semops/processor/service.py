@@ -293,6 +293,7 @@ class Processor:
 
     async def _resolve(self) -> None:
         await self.payer.resolve_in_doubt()
+        await self.payer.prune_refusals()
         await self.refunds.resolve_in_doubt()
         await self.payee.resolve_stale()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from semops.core.limits import TRANSFER_TTL_DEFAULT_S
 from semops.service.tls import TlsFiles
 from semops.store.db import sqlite_url
 
@@ -35,6 +36,8 @@ class ProcessorSettings:
     # How others reach us when the bind address is not the reachable one (0.0.0.0, a proxy).
     public_url: str | None = None
     scheme_url: str | None = None
+    # How long a routed payment may take before it is released (DESIGN.md §3, "Timeouts").
+    transfer_ttl_s: int = TRANSFER_TTL_DEFAULT_S
 
     @property
     def database_url(self) -> str:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    delete,
     exists,
     func,
     insert,
@@ -164,6 +165,22 @@ orders = Table(
     UniqueConstraint("transfer_id", name="uq_orders_transfer"),
     Index("ix_orders_state", "state", "expires_at"),
     Index("ix_orders_account", "account_id", "created_at"),
+)
+
+# Orders refused after the device signature checked out (wrong PIN, lack of funds, a request
+# no longer payable, ...): the order id is single-use (DESIGN.md §6 "Replay"), so the same
+# order sent again gets the same refusal instead of a second PIN attempt or a late payment.
+# Kept until the order itself has expired; after that it is refused as expired anyway.
+order_refusals = Table(
+    "order_refusals",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("account_id", String(34), nullable=False),
+    Column("content_digest", String(43), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_order_refusals_expires", "expires_at"),
 )
 
 refunds_in = Table(
@@ -483,6 +500,14 @@ async def unresolved_orders(connection: AsyncConnection, limit: int) -> list[dic
         .limit(limit)
     )
     return [dict(row) for row in result.mappings()]
+
+
+async def prune_order_refusals(connection: AsyncConnection, before: int) -> int:
+    """Forget refusals of orders that expired before `before`; returns how many."""
+    result = await connection.execute(
+        delete(order_refusals).where(order_refusals.c.expires_at < before)
+    )
+    return int(result.rowcount or 0)
 
 
 async def refunds_in_total(connection: AsyncConnection, transfer_id: str) -> int:

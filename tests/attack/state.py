@@ -1,0 +1,91 @@
+"""Every row of every table of each service's database: the "nothing changed" check.
+
+A snapshot is, per service, per table, the sorted list of rows, read from outside the
+services (SQLite file or PostgreSQL database), exactly as an auditor would. Two snapshots
+are compared table by table so a failure names what changed.
+
+One thing is left out, and only one: audit-log *checkpoints*. A service signs its quiet log
+tail in the background (semops.audit.log.SEAL_AFTER_S); a checkpoint states no new fact,
+it signs the hash of entries already there, so it may appear between two snapshots without
+anything having happened. Every audit *entry* is compared.
+
+`settled` waits until the services are quiet (two reads in a row agree), so the work a
+service finishes in the background after answering (outbox deliveries, webhooks) is part
+of "before" and is not mistaken for an effect of the attack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import inspect, text
+
+from semops.audit.chain import CHECKPOINT_KIND
+from semops.store.db import Database, sqlite_url
+
+Snapshot = dict[str, dict[str, list[tuple[Any, ...]]]]
+
+SETTLE_TIMEOUT_S: Final = 30.0
+_SETTLE_POLL_S: Final = 0.3
+
+
+def database_url(data_dir: Path, db_urls: dict[str, str], service: str) -> str:
+    if service in db_urls:
+        return db_urls[service]
+    folder = data_dir / service
+    return sqlite_url(folder / f"{Path(service).name}.db")
+
+
+async def _read(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    database = Database(url)
+    try:
+        async with database.read() as connection:
+            names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            tables: dict[str, list[tuple[Any, ...]]] = {}
+            for name in sorted(names):
+                rows = (await connection.execute(text(f'SELECT * FROM "{name}"'))).all()
+                kept = [
+                    tuple(row)
+                    for row in rows
+                    if not (name == "audit_log" and row._mapping["kind"] == CHECKPOINT_KIND)
+                ]
+                tables[name] = sorted(kept, key=repr)
+            return tables
+    finally:
+        await database.dispose()
+
+
+def snapshot(urls: dict[str, str]) -> Snapshot:
+    async def read_all() -> Snapshot:
+        return {service: await _read(url) for service, url in urls.items()}
+
+    return asyncio.run(read_all())
+
+
+def settled(urls: dict[str, str], timeout_s: float = SETTLE_TIMEOUT_S) -> Snapshot:
+    """A snapshot taken once two consecutive reads agree (the services are quiet)."""
+    deadline = time.monotonic() + timeout_s
+    previous = snapshot(urls)
+    while True:
+        time.sleep(_SETTLE_POLL_S)
+        current = snapshot(urls)
+        if current == previous or time.monotonic() > deadline:
+            return current
+        previous = current
+
+
+def differences(before: Snapshot, after: Snapshot) -> list[str]:
+    """'service.table: +added -removed' for every table that differs."""
+    found = []
+    for service in sorted(set(before) | set(after)):
+        old, new = before.get(service, {}), after.get(service, {})
+        for table in sorted(set(old) | set(new)):
+            old_rows, new_rows = set(old.get(table, [])), set(new.get(table, []))
+            if old_rows != new_rows:
+                added = sorted(new_rows - old_rows, key=repr)
+                removed = sorted(old_rows - new_rows, key=repr)
+                found.append(f"{service}.{table}: +{added} -{removed}")
+    return found
