@@ -20,14 +20,16 @@ from tests.web.browser import CHROMIUM_FLAGS, DESKTOP, PHONE, chromium_or_skip, 
 Shot = Callable[[Page, str], None]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: a running Playwright driver holds an event loop in this thread,
+# which would break the asyncio tests of any module that runs after it.
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Playwright]:
     chromium_or_skip()
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     # Playwright gives every launch a fresh temporary profile (its own --user-data-dir) and
     # refuses one passed in the flags; HOME points at a scratch folder so nothing is read
