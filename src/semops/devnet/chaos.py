@@ -121,6 +121,8 @@ class ChaosReport:
     run_s: float = 0.0
     settle_s: float = 0.0
     checked: Counter[str] = field(default_factory=Counter)
+    # Why the payments that failed failed: the payer processor's reason, or the wallet's.
+    failures: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -139,6 +141,8 @@ class ChaosReport:
             f"run {self.run_s:.1f} s, settled in {self.settle_s:.1f} s after healing",
             "checked: "
             + ", ".join(f"{key} {count}" for key, count in sorted(self.checked.items())),
+            "failed because: "
+            + (", ".join(f"{code} {count}" for code, count in self.failures.most_common()) or "-"),
         ]
         if self.violations:
             lines.append(f"VIOLATIONS ({len(self.violations)}):")
@@ -295,6 +299,7 @@ async def run_chaos(
         on_progress("checking every side of every payment")
         snapshot = await read_snapshot(proxied)
         report.violations = check(attempts, snapshot, deposited, proxied.notices, report.checked)
+        report.failures = failure_reasons(attempts, snapshot)
     finally:
         await proxied.stop()
     return report
@@ -621,6 +626,21 @@ def _check_attempt(
     else:
         problems.append(f"payer order still {order['state']}")
     return [f"{label}: {problem}" for problem in problems]
+
+
+def failure_reasons(attempts: list[Attempt], snapshot: Snapshot) -> Counter[str]:
+    reasons: Counter[str] = Counter()
+    for attempt in attempts:
+        if attempt.wallet_state == OrderState.COMPLETED:
+            continue
+        payer = snapshot.processors[attempt.customer.processor_id]
+        order = payer.orders.get(attempt.order_id or "")
+        if order is not None:
+            kind = "on-us" if order["on_us"] else "routed"
+            reasons[f"{kind} {order['reason_code'] or order['state']}"] += 1
+        else:
+            reasons[f"not received ({attempt.error or attempt.wallet_state})"] += 1
+    return reasons
 
 
 def _check_money(snapshot: Snapshot, deposited_minor: int, checked: Counter[str]) -> list[str]:
