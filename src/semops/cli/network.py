@@ -87,7 +87,15 @@ def _print_urls(network: Network, population: Population) -> None:
     )
     out.print(f"  .venv/bin/semops wallet pay {qr_dir}/<order id>.png --wallet-dir {alice_wallet}")
     out.print(f"  .venv/bin/semops wallet balance --wallet-dir {alice_wallet}")
-    out.print(f"\nCheckout page: {merchant_url}/checkout/<order id>     Stop with Ctrl-C.")
+    out.print("\nPages (open in a browser):")
+    out.print(f"  shop: new order     {merchant_url}/shop/new   (orders and refunds: /shop/orders)")
+    out.print(f"  checkout            {merchant_url}/checkout/<order id>")
+    for processor_id in ("bank-a", "mno-b"):
+        url = layout.processor_url(processor_id)
+        token = network.data_dir / processor_id / "operator.token"
+        out.print(f"  {processor_id + ' web wallet':<19} {url}/wallet/")
+        out.print(f"  {processor_id + ' back office':<19} {url}/backoffice/   (token in {token})")
+    out.print("\nStop with Ctrl-C.")
 
 
 def up(

@@ -1,30 +1,30 @@
 """The merchant backend's HTTP surface: its order API, the processor's webhook, the QR
-images and the checkout page. Thin: each route decodes, calls `MerchantService`, encodes.
+images, and (from `semops.merchant.web`) the checkout and staff pages. Thin: each route
+decodes, calls `MerchantService`, encodes.
 
 `POST` routes of the order API take an optional bearer token (when the service is started
 with one); the webhook needs none because every notice is a signed message checked against
-the processor's key; the checkout page and `GET /v1/orders/{id}` are public (order ids are
-128-bit random, and an order holds nothing about any payer).
+the processor's key; the checkout page, its status stream and `GET /v1/orders/{id}` are
+public (order ids are 128-bit random, and an order holds nothing about any payer).
 """
 
 from __future__ import annotations
 
 import hmac
-import secrets
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from semops.core.encoding import parse_json
 from semops.core.errors import E, SemopsError
 from semops.core.ids import ID_PATTERN
 from semops.core.limits import ID_MAX_CHARS, ID_MIN_CHARS, MESSAGE_MAX_BYTES
-from semops.crypto import read_unverified_claims
-from semops.merchant.checkout import content_security_policy, render_checkout
+from semops.merchant.events import StreamLimits
 from semops.merchant.qr import qr_png, qr_svg
 from semops.merchant.service import MerchantService
+from semops.merchant.web import add_pages
 from semops.service.app import create_app, read_jose
 
 NOTICES = Counter("semops_merchant_notices_total", "Payment notices received", ["outcome"])
@@ -46,15 +46,11 @@ async def _json_body(request: Request) -> Any:
     return parse_json(body, max_bytes=MESSAGE_MAX_BYTES)
 
 
-def _payee_name(order: dict[str, Any], fallback: str) -> str:
-    token = order.get("token")
-    if not token:
-        return fallback
-    name = read_unverified_claims(token).get("pn")
-    return name if isinstance(name, str) else fallback
-
-
-def create_merchant_app(service: MerchantService, api_token: str | None = None) -> FastAPI:
+def create_merchant_app(
+    service: MerchantService,
+    api_token: str | None = None,
+    stream_limits: StreamLimits | None = None,
+) -> FastAPI:
     app = create_app("SEMOPS merchant backend", version="1")
     expected = f"Bearer {api_token}".encode() if api_token else None
 
@@ -113,18 +109,7 @@ def create_merchant_app(service: MerchantService, api_token: str | None = None) 
         NOTICES.labels("paid" if matched else "unmatched").inc()
         return JSONResponse(answer, status_code=200 if matched else 202)
 
-    @app.get("/checkout/{order_id}", response_class=HTMLResponse)
-    async def checkout(order_id: OrderIdPath) -> HTMLResponse:
-        view = await service.view(await service.order(order_id))
-        nonce = secrets.token_urlsafe(16)
-        page = render_checkout(view, _payee_name(view, service.settings.merchant_id), nonce)
-        headers = {
-            "Content-Security-Policy": content_security_policy(nonce),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            **_NO_STORE,
-        }
-        return HTMLResponse(page, headers=headers)
+    add_pages(app, service, api_token, stream_limits or StreamLimits(), ORDERS.inc)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -36,8 +36,11 @@ def qr_png(link: str) -> bytes:
 
 
 def qr_svg_inline(link: str) -> str:
-    """An <svg> element for an HTML page (no XML declaration, no external reference)."""
-    return str(make_qr(link).svg_inline(scale=QR_SCALE, border=QR_BORDER))
+    """An <svg> element for an HTML page (no XML declaration, no external reference).
+
+    With a viewBox instead of a fixed width and height, so the page's stylesheet can size
+    it for the screen and the whole code, quiet zone included, scales with it."""
+    return str(make_qr(link).svg_inline(scale=QR_SCALE, border=QR_BORDER, omitsize=True))
 
 
 __all__ = ["make_qr", "qr_png", "qr_svg", "qr_svg_inline"]

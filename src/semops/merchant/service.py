@@ -58,6 +58,8 @@ from semops.merchant.core import (
     refund_amount,
     refund_event,
 )
+from semops.merchant.events import OrderChanges
+from semops.merchant.listing import order_summary, page_cursor, parse_cursor
 from semops.merchant.processor_api import (
     KEYS_PATH,
     REQUESTS_PATH,
@@ -176,6 +178,8 @@ class MerchantService:
         self._api_key = api_key
         self._entropy = entropy
         self._keys = _KeyCache()
+        # Rung after every committed change of an order: wakes its checkout page's stream.
+        self.changes = OrderChanges()
 
     async def close(self) -> None:
         await self.transport.close()
@@ -327,6 +331,7 @@ class MerchantService:
             assert moved, "the write lock serialises order updates"
             updated = await store.get_order(connection, current["order_id"])
         assert updated is not None
+        self.changes.notify(row["order_id"])
         log.info("order_moved", order_id=row["order_id"], state=target.value)
         return updated
 
@@ -342,6 +347,19 @@ class MerchantService:
         async with self.database.read() as connection:
             refund_rows = await store.refunds_of(connection, row["order_id"])
         return order_view(row, self.settings.base_url, refund_rows)
+
+    async def list_orders(self, before: str | None, limit: int) -> dict[str, Any]:
+        """A page of orders, newest first, and the cursor of the next page (or None)."""
+        cursor = parse_cursor(before) if before is not None else None
+        async with self.database.read() as connection:
+            rows = await store.list_orders(connection, cursor, limit)
+            pending = await store.refund_totals(
+                connection, [row["order_id"] for row in rows], store.REFUND_UNSETTLED
+            )
+        return {
+            "orders": [order_summary(row, pending.get(row["order_id"], 0)) for row in rows],
+            "next": page_cursor(rows[-1]) if rows and len(rows) >= limit else None,
+        }
 
     # --- notices ------------------------------------------------------------------------
 
@@ -406,6 +424,7 @@ class MerchantService:
                 )
             updated = await store.get_order(connection, row["order_id"])
         assert updated is not None
+        self.changes.notify(row["order_id"])
         return True, await self.view(updated)
 
     # --- refunds ------------------------------------------------------------------------
@@ -498,6 +517,7 @@ class MerchantService:
                 )
             updated = await store.get_refund(connection, refund_id)
         assert updated is not None
+        self.changes.notify(updated["order_id"])
         return updated
 
     # --- the fallback poller ------------------------------------------------------------

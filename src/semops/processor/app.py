@@ -26,7 +26,9 @@ from semops.core.limits import (
     REQUEST_TTL_MAX_S,
     REQUEST_TTL_MIN_S,
 )
+from semops.processor.backoffice import backoffice_router
 from semops.processor.service import Processor
+from semops.processor.wallet_web import wallet_web_router
 from semops.protocol.messages import (
     AmountMinor,
     Currency,
@@ -115,6 +117,8 @@ def create_public_app(processor: Processor) -> FastAPI:
     _add_wallet(app, processor)
     _add_merchant(app, processor)
     _add_admin(app, processor)
+    app.include_router(backoffice_router(processor))
+    app.include_router(wallet_web_router(processor))
     return app
 
 

@@ -35,15 +35,17 @@ class AuditedCustomers(Customers):
         super().__init__(context)
         self.audit = audit
 
-    async def unlock(self, account_id: str) -> dict[str, Any]:
+    # `actor` names who acted: the admin API's bearer is OPERATOR; a back-office session
+    # passes its own "operator:backoffice:<ref>", so the log tells sessions apart.
+    async def unlock(self, account_id: str, *, actor: str = OPERATOR) -> dict[str, Any]:
         result = await super().unlock(account_id)
-        await self.audit.record("credential_unlocked", OPERATOR, {"account_id": account_id})
+        await self.audit.record("credential_unlocked", actor, {"account_id": account_id})
         return result
 
-    async def revoke_device(self, kid: str) -> dict[str, Any]:
+    async def revoke_device(self, kid: str, *, actor: str = OPERATOR) -> dict[str, Any]:
         result = await super().revoke_device(kid)
         await self.audit.record(
-            "device_revoked", OPERATOR, {"kid": kid, "account_id": result["account_id"]}
+            "device_revoked", actor, {"kid": kid, "account_id": result["account_id"]}
         )
         return result
 

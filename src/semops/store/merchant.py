@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     func,
     insert,
     or_,
@@ -162,6 +163,38 @@ async def orders_to_poll(
     return [dict(row) for row in result.mappings()]
 
 
+async def list_orders(
+    connection: AsyncConnection, before: tuple[int, str] | None, limit: int
+) -> list[dict[str, Any]]:
+    """A page of orders, newest first; `before` is the (created_at, order_id) of the last
+    row of the previous page (keyset paging: stable while new orders arrive)."""
+    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
+    if before is not None:
+        created_at, order_id = before
+        query = query.where(
+            or_(
+                orders.c.created_at < created_at,
+                and_(orders.c.created_at == created_at, orders.c.order_id < order_id),
+            )
+        )
+    result = await connection.execute(query.limit(max(1, min(limit, ORDERS_PAGE_MAX))))
+    return [dict(row) for row in result.mappings()]
+
+
+async def refund_totals(
+    connection: AsyncConnection, order_ids: list[str], states: tuple[str, ...]
+) -> dict[str, int]:
+    """For each of the orders, the sum of its refunds in the given states (absent: 0)."""
+    if not order_ids:
+        return {}
+    result = await connection.execute(
+        select(refunds.c.order_id, func.sum(refunds.c.amount_minor))
+        .where(refunds.c.order_id.in_(order_ids[:ORDERS_PAGE_MAX]), refunds.c.state.in_(states))
+        .group_by(refunds.c.order_id)
+    )
+    return {order_id: int(total) for order_id, total in result.all()}
+
+
 async def insert_refund(connection: AsyncConnection, row: dict[str, Any]) -> None:
     await connection.execute(insert(refunds).values(**row))
 
@@ -226,12 +259,14 @@ __all__ = [
     "get_refund",
     "insert_order",
     "insert_refund",
+    "list_orders",
     "mark_polled",
     "metadata",
     "notices",
     "orders",
     "orders_to_poll",
     "refund_total",
+    "refund_totals",
     "refunds",
     "refunds_of",
     "save_notice",
