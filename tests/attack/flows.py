@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from semops.core.errors import SemopsError
 from semops.devnet.actors import merchant_call, request_payment
 from semops.protocol import OrderState
 from tests.attack.attacker import claims_of, pay, stored_order_token
@@ -35,12 +36,20 @@ class Routed:
     status_push: str  # router -> mno-b, through its outbox
 
 
+def _transfer_of(body: str) -> str | None:
+    """The transfer id a captured body names (None for a body that is no signed message,
+    e.g. a connection cut before its body was through)."""
+    try:
+        return str(claims_of(body).get("transfer_id"))
+    except (ValueError, IndexError, TypeError, AssertionError, SemopsError):
+        return None
+
+
 def _found(exchanges: list[Any], transfer_id: str, *, answer: bool = True) -> list[Any]:
     return [
         x
         for x in exchanges
-        if claims_of(x.request_body).get("transfer_id") == transfer_id
-        and (not answer or 200 <= x.status < 300)
+        if _transfer_of(x.request_body) == transfer_id and (not answer or 200 <= x.status < 300)
     ]
 
 

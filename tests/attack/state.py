@@ -65,14 +65,26 @@ def snapshot(urls: dict[str, str]) -> Snapshot:
     return asyncio.run(read_all())
 
 
+def _undelivered(state: Snapshot) -> int:
+    """Outbox messages still waiting (a status push or a notice not yet acknowledged)."""
+    waiting = 0
+    for tables in state.values():
+        rows = tables.get("outbox", [])
+        # message_id, destination, path/request_id, body, attempts, next_attempt_at,
+        # delivered_at, created_at: delivered_at is the second to last column in both.
+        waiting += sum(1 for row in rows if row[-2] is None)
+    return waiting
+
+
 def settled(urls: dict[str, str], timeout_s: float = SETTLE_TIMEOUT_S) -> Snapshot:
-    """A snapshot taken once two consecutive reads agree (the services are quiet)."""
+    """A snapshot taken once two consecutive reads agree and no outbox message is still
+    waiting (the services are quiet: nothing they owe each other is on its way)."""
     deadline = time.monotonic() + timeout_s
     previous = snapshot(urls)
     while True:
         time.sleep(_SETTLE_POLL_S)
         current = snapshot(urls)
-        if current == previous or time.monotonic() > deadline:
+        if (current == previous and not _undelivered(current)) or time.monotonic() > deadline:
             return current
         previous = current
 

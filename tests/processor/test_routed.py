@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 
 from semops.core.ids import IdKind, make_id
-from semops.core.limits import CLOCK_SKEW_MAX_S, REQUEST_TTL_MIN_S, TRANSFER_TTL_DEFAULT_S
+from semops.core.limits import (
+    CLOCK_SKEW_MAX_S,
+    REQUEST_TTL_MIN_S,
+    TRANSFER_HOP_MARGIN_S,
+    TRANSFER_TTL_DEFAULT_S,
+)
 from semops.crypto import condition_for, make_fulfilment, payer_reference, read_unverified_claims
 from semops.protocol import (
     PaymentRequest,
@@ -205,16 +210,58 @@ async def test_not_found_after_expiry_counts_as_aborted(network: Network) -> Non
     network.router.mode = "lost"
     response = await wallet.pay(created["token"])
     assert response.status_code == 202
-    network.router.mode = "normal"
-    # Not found before the expiry: it could still be recorded, so nothing happens.
+    # Not found before the expiry: it could still be recorded, so the prepare is sent
+    # again (and lost again here); nothing is voided.
+    calls = len(network.router.calls)
     assert await bank.processor.payer.resolve_in_doubt() == 0
+    assert ("POST", "/v1/transfers") in network.router.calls[calls:]
     assert await wallet.balance() == 9700
+    network.router.mode = "normal"
     network.clock.advance(TRANSFER_TTL_DEFAULT_S + CLOCK_SKEW_MAX_S)
     assert await bank.processor.payer.resolve_in_doubt() == 1
     assert await wallet.balance() == 10_000
     (order,) = await rows(bank, "orders")
     assert order["state"] == "aborted" and order["reason_code"] == "transfer_expired"
     await check_ledger(bank)
+
+
+@on_both
+async def test_a_lost_prepare_is_sent_again_and_the_payment_completes(network: Network) -> None:
+    bank, mno, wallet, shop = await two_processors(network)
+    created = await shop.request(300)
+    network.router.mode = "lost"
+    response = await wallet.pay(created["token"])
+    assert response.status_code == 202
+    order_id = response.json()["order_id"]
+    (order,) = await rows(bank, "orders")
+    assert order["state"] == "in_doubt" and order["transfer_id"] not in network.router.records
+    network.router.mode = "normal"
+    assert await bank.processor.payer.resolve_in_doubt() == 1  # not found -> sent again
+    record = network.router.records[order["transfer_id"]]
+    assert record.state == "committed"
+    status = (await wallet.get(f"/v1/wallet/orders/{order_id}")).json()
+    assert status["state"] == "completed"
+    assert await wallet.balance() == 9700
+    assert (await shop.status(created["request_id"]))["state"] == "paid"
+    # The same prepare, not a new one: the router saw one transfer id.
+    assert [t for t in network.router.records if t == order["transfer_id"]] == [
+        order["transfer_id"]
+    ]
+    await check_ledger(bank)
+    await check_ledger(mno)
+
+
+async def test_a_resent_prepare_is_not_sent_once_too_late(network: Network) -> None:
+    bank, _, wallet, shop = await two_processors(network)
+    created = await shop.request(300)
+    network.router.mode = "lost"
+    assert (await wallet.pay(created["token"])).status_code == 202
+    network.router.mode = "normal"
+    network.clock.advance(TRANSFER_TTL_DEFAULT_S - TRANSFER_HOP_MARGIN_S)
+    calls = len(network.router.calls)
+    assert await bank.processor.payer.resolve_in_doubt() == 0
+    assert ("POST", "/v1/transfers") not in network.router.calls[calls:]
+    assert await wallet.balance() == 9700  # still held: only the expiry rule voids
 
 
 async def test_the_routers_status_message_resolves_a_pending_order(network: Network) -> None:

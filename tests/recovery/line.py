@@ -64,6 +64,7 @@ class Line:
         self._held: list[_Pair] = []
         self._pairs: list[_Pair] = []
         self._stopped = False
+        self._blocked = False
         threading.Thread(target=self._accept, name="line-accept", daemon=True).start()
 
     # --- control ----------------------------------------------------------------------
@@ -81,8 +82,9 @@ class Line:
             return len(self._held)
 
     def open(self) -> None:
-        """Disarm and forward whatever is held."""
+        """Disarm, unblock and forward whatever is held."""
         with self._lock:
+            self._blocked = False
             self._condition = None
             self._holding = False
             self._held.clear()
@@ -98,6 +100,16 @@ class Line:
             self._cut_generations.add(self._generation)
             self._generation += 1
             self._released.notify_all()
+        for pair in pairs:
+            pair.close()
+
+    def block(self) -> None:
+        """Cut everything held or open and refuse new connections until `open()`: the
+        processor behind the line is unreachable for as long as the test wants."""
+        self.cut_held()
+        with self._lock:
+            self._blocked = True
+            pairs = list(self._pairs)
         for pair in pairs:
             pair.close()
 
@@ -119,6 +131,11 @@ class Line:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            with self._lock:
+                blocked = self._blocked
+            if blocked:
+                client.close()
+                continue
             try:
                 server = socket.create_connection(
                     ("127.0.0.1", self.target_port), timeout=_CONNECT_TIMEOUT_S

@@ -2,9 +2,9 @@
 
 Its order was stored with the reservation before the prepare left (DESIGN.md §3), so on
 restart it finds an order whose outcome it does not know and asks the router: committed if
-the payee's fulfil reached the router, aborted at expiry if it was lost. The wallet, which
-lost its connection, re-sends the very same order: the processor answers with the stored
-outcome, and the customer is debited once or not at all.
+the payee's fulfil reached the router, aborted at expiry if the payee stayed out of reach.
+The wallet, which lost its connection, re-sends the very same order: the processor answers
+with the stored outcome, and the customer is debited once or not at all.
 """
 
 from __future__ import annotations
@@ -53,12 +53,15 @@ def test_a_payer_killed_mid_payment_learns_the_outcome_from_the_router_and_debit
     if fulfil == "arrives":
         scene.line.open()  # the router commits; its reply to the payer finds no one
     else:
-        scene.line.cut_held()  # the router never hears from the payee: it will expire it
+        # The fulfil is lost and the payee stays out of reach: the router's resends find no
+        # one, so it expires the transfer.
+        scene.line.block()
     wait_for(
         "the router to decide",
         lambda: scene.router_state(transfer_id) != "reserved",
         DECIDED_WITHIN_S,
     )
+    scene.line.open()  # the payee can be told now
     assert scene.router_state(transfer_id) == outcome_at_router
     assert scene.payer_state(transfer_id) == "reserved"  # what the dead payer had stored
 

@@ -3,9 +3,11 @@
 The router's database is the commit point (DESIGN.md §3): what it recorded before the
 crash decides the transfer after it. Killed between prepare and fulfil (the payee
 processor has accepted, its fulfil is on the wire), the transfer is still RESERVED when the
-router comes back, so it can only expire: every side aborts, the payee processor too,
-which hands the request back. Killed right after the commit, the payer already has
-its receipt, and the payee processor is told through the router's durable outbox.
+router comes back: it sends the stored routed prepare again, the payee answers its stored
+fulfil and the payment commits on every side; if the payee stays out of reach until the
+expiry instead, every side aborts, the payee processor too, which hands the request back.
+Killed right after the commit, the payer already has its receipt, and the payee processor
+is told through the router's durable outbox.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from tests.recovery.line import TO_ROUTER
 pytestmark = pytest.mark.timeout(180)
 
 
-def test_a_router_killed_between_prepare_and_fulfil_ends_the_transfer_aborted_on_every_side(
-    scene: Scene,
+@pytest.mark.parametrize("payee", ["answers_again", "stays_unreachable"])
+def test_a_router_killed_between_prepare_and_fulfil_ends_the_same_on_every_side(
+    scene: Scene, payee: str
 ) -> None:
     alice, cafe = scene.people.alice, scene.people.cafe
     amount = 4_444
@@ -59,12 +62,31 @@ def test_a_router_killed_between_prepare_and_fulfil_ends_the_transfer_aborted_on
     assert scene.router_state(transfer_id) == "reserved"  # what the dead router recorded
     assert scene.inbound_state(transfer_id) == "accepted"
 
+    if payee == "answers_again":
+        scene.start(ROUTER)  # it resends the routed prepare; the payee answers from storage
+        wait_for(
+            "the router to commit",
+            lambda: scene.router_state(transfer_id) == "committed",
+            DECIDED_WITHIN_S,
+        )
+        wait_for("the payer to learn", lambda: scene.payer_state(transfer_id) == "committed")
+        wait_for("the payee to be told", lambda: scene.inbound_state(transfer_id) == "committed")
+        scene.assert_three_sides(transfer_id, "committed")
+        view = scene.request_view(cafe, created["request_id"])
+        assert view["state"] == "paid" and view["transfer_id"] == transfer_id
+        done = asyncio.run(wallet_status(alice, outcome.order.order_id))
+        assert done.state is OrderState.COMPLETED, done.order
+        scene.assert_moved(before, payer=alice, payee=cafe, amount_minor=amount)
+        return
+
+    scene.line.block()  # the payee is out of reach for the router's resends
     scene.start(ROUTER)
     wait_for(
         "the router to expire the transfer",
         lambda: scene.router_state(transfer_id) == "aborted",
         DECIDED_WITHIN_S,
     )
+    scene.line.open()  # the payee can be told now
     wait_for("the payer to void", lambda: scene.payer_state(transfer_id) == "aborted")
     wait_for("the payee to let go", lambda: scene.inbound_state(transfer_id) == "aborted")
     scene.assert_three_sides(transfer_id, "aborted")

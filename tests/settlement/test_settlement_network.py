@@ -346,7 +346,7 @@ def test_a_local_transfer_the_router_never_settled_is_exactly_one_missing_transf
         "INSERT INTO orders SELECT 'or_forged-order-0001', account_id, device_kid, content_digest, "
         "'tr_forged-transfer-0001', on_us, request_id, payee_processor, payee_id, payee_name, "
         "reference, amount_minor, currency, condition, state, expires_at, fulfilment, "
-        "reason_code, receipt, created_at, ? FROM orders WHERE order_id = ?"
+        "reason_code, receipt, created_at, ?, prepare FROM orders WHERE order_id = ?"
     )
     _sql(network, "bank-a", copy, report.opened_at, order_id)
     try:

@@ -18,7 +18,10 @@ receipt; aborted voids; a problem answer means it was never recorded, so it void
 anything else (202, timeout, transport error, 5xx) leaves the transfer IN_DOUBT. Money in
 PREPARED or IN_DOUBT is voided only on the router's word: a background pass asks it, and
 "not found" after the prepare's expiry is such a word (the router never records an
-expired prepare). Every state change goes through PAYER_TRANSFER.
+expired prepare). "Not found" before the expiry means the prepare was lost or the router
+restarted before recording it: the stored prepare is sent again, identical, while the
+router still has time to forward it, so a lost message delays a payment rather than
+failing it. Every state change goes through PAYER_TRANSFER.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.errors import E, SemopsError, lookup
 from semops.core.ids import IdKind
-from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX
+from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX, TRANSFER_HOP_MARGIN_S
 from semops.core.money import Money
 from semops.crypto import (
     KeyUse,
@@ -77,6 +80,8 @@ from semops.protocol import (
 from semops.store import processor as store
 
 log = structlog.get_logger("semops.processor")
+# A lost prepare is sent again only while the router can still forward it in time.
+RESEND_MARGIN_S: Final = TRANSFER_HOP_MARGIN_S
 
 _PENDING_STATES = frozenset(
     {PayerTransferState.RESERVED, PayerTransferState.PREPARED, PayerTransferState.IN_DOUBT}
@@ -265,6 +270,7 @@ class Payer:
             "receipt": None,
             "created_at": now,
             "decided_at": None,
+            "prepare": None,
         }
 
     async def _reserve(self, connection: AsyncConnection, row: dict[str, Any], now: int) -> None:
@@ -324,6 +330,7 @@ class Payer:
         transfer_id = new_network_id(IdKind.TRANSFER)
         row = self._order_row(order, request, kid, transfer_id, now)
         prepare_token = await self._prepare(row, now)
+        row["prepare"] = prepare_token
         async with context.database.write() as connection:
             await self._reserve(connection, row, now)
         log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
@@ -483,7 +490,13 @@ class Payer:
                 after = await self.apply_status(verdict.status)
             elif verdict.refused is not None and verdict.refused.spec is E.NOT_FOUND:
                 if now < row["expires_at"] + CLOCK_SKEW_MAX_S:
-                    continue  # not recorded yet, but it still could be
+                    # Not recorded yet, but it still could be: the prepare was lost, or the
+                    # router restarted before recording it. Send the identical prepare again
+                    # while it can still commit (the router dedups on the transfer id).
+                    if row["prepare"] and now < row["expires_at"] - RESEND_MARGIN_S:
+                        after = await self._resend(row)
+                        decided += PayerTransferState(after["state"]) not in _PENDING_STATES
+                    continue
                 after = await self._transition(
                     row["transfer_id"], PayerTransferEvent.ABORTED, E.TRANSFER_EXPIRED.code
                 )
@@ -491,6 +504,21 @@ class Payer:
                 continue
             decided += PayerTransferState(after["state"]) not in _PENDING_STATES
         return decided
+
+    async def _resend(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The stored prepare sent again. Only a decision is applied: a refusal now proves
+        nothing (the first copy may still be on its way and be recorded), so the order
+        stays in doubt and the expiry rule above ends it if nothing else does."""
+        verdict = await send_to_router(self.context, TRANSFERS_PATH, row["prepare"])
+        status = verdict.status
+        log.info("prepare_resent", transfer_id=row["transfer_id"])
+        if status is None or status.transfer_id != row["transfer_id"] or status.state == "reserved":
+            return row
+        try:
+            return await self.apply_status(status)
+        except SemopsError as error:
+            log.error("router_status_unusable", transfer_id=row["transfer_id"], code=error.code)
+            return row
 
     # --- reads --------------------------------------------------------------------------
 

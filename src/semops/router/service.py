@@ -11,7 +11,11 @@ Theory of operation (DESIGN.md §3, §6, §8):
   records the transfer RESERVED, and only then asks the payee processor, with a
   RoutedPrepare that it signs itself and that does not name the payer processor. The
   answer is a TransferFulfil (whose fulfilment must hash to the condition, before expiry)
-  or a TransferReject.
+  or a TransferReject. The RoutedPrepare is stored with the transfer: when its answer is
+  lost (a dropped connection, a payee restarting, the router itself restarted), the
+  identical token is sent again — at once a few times, then every few seconds by `redrive`
+  — until the payee answers (from its storage, if it had answered before) or the transfer
+  expires. A lost message therefore delays a payment instead of failing it.
 - Recording COMMITTED, together with both net positions, the settlement window that is
   open (semops.router.settlement) and an audit entry, in one database transaction is the
   commit point: from then on both processors must finish the payment. The payer
@@ -92,6 +96,12 @@ PAYEE_ANSWER_TIMEOUT_S: Final = 10.0
 # A signed directory is valid for a day; it is rebuilt whenever a participant changes.
 DIRECTORY_TTL_S: Final = 24 * 60 * 60
 SWEEP_BATCH_MAX: Final = 500
+# A routed prepare whose answer is lost is sent again at once, this many times in all; after
+# that `redrive` resends undecided payments every REDRIVE_INTERVAL_S until they expire.
+FORWARD_ATTEMPTS_MAX: Final = 3
+FORWARD_RETRY_PAUSE_S: Final = 0.2
+REDRIVE_INTERVAL_S: Final = 2
+REDRIVE_BATCH_MAX: Final = 64
 SCHEME_STATUS_PATH: Final = "/v1/scheme/status"
 SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
 SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
@@ -180,6 +190,10 @@ class Router:
         self._ring = KeyRing()
         self._serial = 0
         self._outbox_wakeup = asyncio.Event()
+        # Payments being forwarded by a request handler now, and when `redrive` last
+        # resent each undecided one (in this process only: a restart forgets, and resends).
+        self._forwarding: set[str] = set()
+        self._redriven: dict[str, int] = {}
         self.audit = AuditLog(
             identity.router_id, store.audit_log, database, identity.sign_key, clock
         )
@@ -429,6 +443,18 @@ class Router:
         self._active(prepare.payer_processor)
         payee = self._active(prepare.payee_processor)
         digest = prepare.digest()
+        routed = RoutedPrepare(
+            transfer_id=prepare.transfer_id,
+            payee_processor=prepare.payee_processor,
+            amount_minor=prepare.amount_minor,
+            currency=prepare.currency,
+            condition=prepare.condition,
+            created_at=now,
+            expires_at=max(prepare.expires_at - TRANSFER_HOP_MARGIN_S, now + 1),
+            sealed=prepare.sealed,
+        )
+        routed_token = sign(routed, self.identity.sign_key)
+        self._redriven[prepare.transfer_id] = now  # this request forwards it: redrive waits
         async with self.database.write() as connection:
             existing = await self._existing(connection, prepare.transfer_id, digest)
             if existing is None:
@@ -453,22 +479,70 @@ class Router:
                         "content_digest": digest,
                         "created_at": now,
                         "decided_at": None,
+                        "routed": routed_token,
                     },
                 )
         if existing is not None:  # a retry: answer what we know, act no further
             return Outcome(self._status_token(existing), existing["state"] != "reserved")
-        routed = RoutedPrepare(
-            transfer_id=prepare.transfer_id,
-            payee_processor=prepare.payee_processor,
-            amount_minor=prepare.amount_minor,
-            currency=prepare.currency,
-            condition=prepare.condition,
-            created_at=now,
-            expires_at=max(prepare.expires_at - TRANSFER_HOP_MARGIN_S, now + 1),
-            sealed=prepare.sealed,
+        answer = await self._forward(payee, routed_token, routed)
+        return await self._settle_payment(
+            prepare.transfer_id, prepare.condition, prepare.expires_at, answer
         )
-        answer = await self._ask_payee(payee, sign(routed, self.identity.sign_key), routed)
-        return await self._settle_payment(prepare, answer)
+
+    async def _forward(
+        self, payee: DirectoryEntry, routed_token: str, routed: RoutedPrepare
+    ) -> TransferFulfil | TransferReject | None:
+        """Ask the payee, again with the identical token if the answer is lost on the way
+        (the payee answers a repeat from storage), while the routed prepare is valid."""
+        self._forwarding.add(routed.transfer_id)
+        try:
+            for attempt in range(FORWARD_ATTEMPTS_MAX):
+                if attempt:
+                    await asyncio.sleep(FORWARD_RETRY_PAUSE_S)
+                if self.clock.now() >= routed.expires_at:
+                    return None
+                answer = await self._ask_payee(payee, routed_token, routed)
+                if answer is not None:
+                    return answer
+            return None
+        finally:
+            self._forwarding.discard(routed.transfer_id)
+
+    async def redrive(self) -> int:
+        """Resend the routed prepare of every payment still RESERVED that no request is
+        forwarding now (its answer was lost, or the router restarted meanwhile); returns
+        how many were decided by this pass. The sweeper still aborts what expires."""
+        now = self.clock.now()
+        async with self.database.read() as connection:
+            rows = await store.undecided_payments(connection, now, REDRIVE_BATCH_MAX)
+        due = [
+            row
+            for row in rows
+            if row["transfer_id"] not in self._forwarding
+            and self._redriven.get(row["transfer_id"], 0) <= now - REDRIVE_INTERVAL_S
+        ]
+        outcomes = await asyncio.gather(*(self._redrive_one(row, now) for row in due))
+        for known in list(self._redriven):
+            if known not in {row["transfer_id"] for row in rows}:
+                del self._redriven[known]  # decided or expired: forget it
+        return sum(outcomes)
+
+    async def _redrive_one(self, row: dict[str, Any], now: int) -> bool:
+        self._redriven[row["transfer_id"]] = now
+        try:
+            payee = self._active(row["payee_processor"])
+            routed = parse_claims(read_unverified_claims(row["routed"]), RoutedPrepare)
+        except SemopsError as error:  # suspended meanwhile: the sweeper ends it at expiry
+            log.info("redrive_skipped", transfer_id=row["transfer_id"], code=error.code)
+            return False
+        answer = await self._forward(payee, row["routed"], routed)
+        if answer is None:
+            return False
+        outcome = await self._settle_payment(
+            row["transfer_id"], row["condition"], row["expires_at"], answer
+        )
+        log.info("transfer_redriven", transfer_id=row["transfer_id"], decided=outcome.decided)
+        return outcome.decided
 
     async def _ask_payee(
         self, payee: DirectoryEntry, routed_token: str, routed: RoutedPrepare
@@ -504,27 +578,31 @@ class Router:
         return open_signed(token, TransferFulfil, self._ring, now, expected_signer=payee_id).message
 
     async def _settle_payment(
-        self, prepare: TransferPrepare, answer: TransferFulfil | TransferReject | None
+        self,
+        transfer_id: str,
+        condition: str | None,
+        expires_at: int,
+        answer: TransferFulfil | TransferReject | None,
     ) -> Outcome:
         now = self.clock.now()
         if answer is None:
-            # Undecided: the sweeper aborts it at expiry unless a retry or status query
-            # brings the answer first. The payer processor keeps asking; it never voids alone.
+            # Undecided: resent by `redrive` and aborted by the sweeper at expiry unless an
+            # answer comes first. The payer processor keeps asking; it never voids alone.
             async with self.database.read() as connection:
-                row = await store.get_transfer(connection, prepare.transfer_id)
+                row = await store.get_transfer(connection, transfer_id)
             assert row is not None
             return Outcome(self._status_token(row), row["state"] != "reserved")
         if isinstance(answer, TransferFulfil):
             try:
-                check_fulfilment(answer.fulfilment, prepare.condition)
-                if now >= prepare.expires_at:
+                check_fulfilment(answer.fulfilment, condition or "")
+                if now >= expires_at:
                     raise SemopsError(E.TRANSFER_EXPIRED)
                 event, reason, fulfilment = RouterTransferEvent.FULFILLED, None, answer.fulfilment
             except SemopsError as error:
                 event, reason, fulfilment = RouterTransferEvent.EXPIRED, error.code, None
         else:
             event, reason, fulfilment = RouterTransferEvent.REJECTED, answer.reason_code, None
-        return await self._decide(prepare.transfer_id, event, reason, fulfilment)
+        return await self._decide(transfer_id, event, reason, fulfilment)
 
     async def _decide(
         self,
@@ -731,8 +809,27 @@ class Router:
         return delivered
 
     async def run_background(self, stop: asyncio.Event) -> None:
-        """Deliver the outbox and sweep expired transfers until `stop` is set."""
+        """Deliver the outbox, sweep expired transfers and resend undecided ones until
+        `stop` is set (resending runs apart: a payee that does not answer must not hold up
+        the outbox)."""
+        redriving = asyncio.create_task(self._redrive_loop(stop))
+        try:
+            await self._outbox_and_sweep_loop(stop)
+        finally:
+            redriving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await redriving
 
+    async def _redrive_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.redrive()
+            except Exception as error:  # keep the loop alive; the error is logged
+                log.error("redrive_failed", error_type=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REDRIVE_INTERVAL_S / 2)
+
+    async def _outbox_and_sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.deliver_outbox()

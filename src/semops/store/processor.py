@@ -162,6 +162,9 @@ orders = Table(
     Column("receipt", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger, nullable=True),
+    # Routed orders: the signed TransferPrepare, sent again identical when the router has
+    # no record of it (lost on the way, or the router restarted) while it can still commit.
+    Column("prepare", Text, nullable=True),
     UniqueConstraint("transfer_id", name="uq_orders_transfer"),
     Index("ix_orders_state", "state", "expires_at"),
     Index("ix_orders_account", "account_id", "created_at"),

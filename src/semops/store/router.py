@@ -81,6 +81,10 @@ transfers = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger, nullable=True),
     Column("window_id", BigInteger, nullable=True),  # set when committed
+    # The signed RoutedPrepare forwarded to the payee processor (payments): sent again,
+    # identical, until the payee answers or the transfer expires (a lost message or a
+    # router restart must not fail a payment the payee would accept).
+    Column("routed", Text, nullable=True),
     Index("ix_transfers_state_expires", "state", "expires_at"),
     Index("ix_transfers_original", "original_transfer_id"),
     Index("ix_transfers_window", "window_id"),
@@ -245,6 +249,30 @@ async def expired_reserved(connection: AsyncConnection, now: int, limit: int) ->
         .limit(limit)
     )
     return [row[0] for row in result]
+
+
+async def undecided_payments(
+    connection: AsyncConnection, now: int, limit: int
+) -> list[dict[str, Any]]:
+    """RESERVED payments still inside their lifetime, with the routed prepare to resend."""
+    result = await connection.execute(
+        select(
+            transfers.c.transfer_id,
+            transfers.c.payee_processor,
+            transfers.c.condition,
+            transfers.c.expires_at,
+            transfers.c.routed,
+        )
+        .where(
+            transfers.c.state == "reserved",
+            transfers.c.kind == "payment",
+            transfers.c.routed.is_not(None),
+            transfers.c.expires_at > now,
+        )
+        .order_by(transfers.c.expires_at)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
 
 
 async def refunds_total(connection: AsyncConnection, original_transfer_id: str) -> int:
