@@ -418,3 +418,31 @@ def test_a_partial_refund_by_keyboard_on_a_phone_reaches_the_customer_and_never_
         1,
     )
     assert world.alice_balance() == before + 400
+
+
+def test_checkout_turns_paid_when_a_web_wallet_on_a_phone_pays_its_link(
+    world: World, page: Page, phone_page: Page, shot: Shot
+) -> None:
+    """The whole journey in browsers: the shop's checkout on its screen, a customer of
+    another processor (bank-a) enrolling and paying in the web wallet on a phone, and the
+    checkout turning to "paid" by itself."""
+    from tests.web.test_wallet_pages import enrol as enrol_in_browser
+    from tests.web.test_wallet_pages import pay as pay_in_browser
+
+    view = world.api("POST", "/v1/orders", {"amount": "4.20", "currency": "EUR"})
+    page.goto(f"{world.shop_url}/checkout/{view['order_id']}")
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-live", "sse", timeout=WAIT_MS)
+    link = page.get_by_role("link", name="Pay with SEMOPS").get_attribute("href")
+    assert link is not None and link == view["link"]
+
+    person = enrol_in_browser(phone_page, world.network, "bank-a", "Dora Web")
+    pay_in_browser(phone_page, person, link)
+    expect(phone_page.locator("#receipt")).to_contain_text("Corner Café")
+    shot(phone_page, "journey-wallet-receipt")
+
+    expect(status).to_have_text(status_text("paid"), timeout=WAIT_MS)
+    expect(page.locator("#guarantee")).to_contain_text("Guaranteed irrevocable by mno-b")
+    assert balance(world.network, "bank-a", person.account_id) == 50_000 - 420
+    assert "Dora" not in page.content() and person.account_id not in page.content()
+    shot(page, "journey-checkout-paid")
