@@ -363,11 +363,6 @@ def test_depth_bound_is_below_the_nesting_sent() -> None:
     assert JSON_DEPTH_MAX < DEEP
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the merchant backend stores an order before its processor is asked, and keeps it"
-    " `failed` when the processor refuses it (here: a currency its account does not hold)",
-)
 def test_merchant_order_refused_by_the_processor_changes_nothing(fuzz_net: FuzzNetwork) -> None:
     fuzz_net.quiesce()
     service = fuzz_net.services["merchant"]

@@ -272,7 +272,7 @@ def test_an_order_never_created_expires(tmp_path: Path) -> None:
     scenario(tmp_path, body)
 
 
-def test_a_processor_refusal_fails_the_order(tmp_path: Path) -> None:
+def test_a_processor_refusal_is_answered_and_leaves_no_order(tmp_path: Path) -> None:
     from semops.core.errors import SemopsError
 
     async def body(shop: Shop) -> None:
@@ -280,6 +280,27 @@ def test_a_processor_refusal_fails_the_order(tmp_path: Path) -> None:
         response = await shop.client.post("/v1/orders", json=ORDER)
         assert response.status_code == 403
         assert response.json()["code"] == E.ACCOUNT_BLOCKED.code
+        assert await shop.table(store.orders) == []
+        # The same call again is asked again (nothing was kept), and refused again.
+        again = await shop.client.post("/v1/orders", json=ORDER)
+        assert again.json()["code"] == E.ACCOUNT_BLOCKED.code
+        assert await shop.table(store.orders) == []
+
+    scenario(tmp_path, body)
+
+
+def test_a_refusal_found_by_a_later_retry_fails_the_known_order(tmp_path: Path) -> None:
+    from semops.core.errors import SemopsError
+
+    async def body(shop: Shop) -> None:
+        shop.processor.unavailable = True  # no answer: the order stays creating
+        headers = {"Idempotency-Key": "ik_refused-later"}
+        first = await shop.client.post("/v1/orders", json=ORDER, headers=headers)
+        assert first.status_code == 503
+        shop.processor.unavailable = False
+        shop.processor.refuse = SemopsError(E.ACCOUNT_BLOCKED)
+        second = await shop.client.post("/v1/orders", json=ORDER, headers=headers)
+        assert second.json()["code"] == E.ACCOUNT_BLOCKED.code
         rows = await shop.table(store.orders)
         assert [(row["state"], row["error_code"]) for row in rows] == [
             ("failed", E.ACCOUNT_BLOCKED.code)

@@ -229,11 +229,13 @@ class MerchantService:
         order = parse_input(OrderInput, document)
         key = check_id(idempotency_key) if idempotency_key is not None else self._new_id("ik")
         now = self.clock.now()
+        fresh = False
         async with self.database.write() as connection:
             row = await store.get_order_by_key(connection, key)
             if row is not None and row["content_digest"] != wanted["content_digest"]:
                 raise SemopsError(E.IDEMPOTENCY_CONFLICT)
             if row is None:
+                fresh = True
                 row = {
                     "order_id": self._new_id("mo"),
                     "idempotency_key": key,
@@ -263,7 +265,7 @@ class MerchantService:
                 }
                 await store.insert_order(connection, row)
         if row["state"] == _S.CREATING.value:
-            row = await self._create_at_processor(row)
+            row = await self._create_at_processor(row, forget_if_refused=fresh)
             if row["state"] == _S.CREATING.value:
                 raise SemopsError(
                     E.UNAVAILABLE,
@@ -273,7 +275,13 @@ class MerchantService:
                 )
         return await self.view(row)
 
-    async def _create_at_processor(self, row: dict[str, Any]) -> dict[str, Any]:
+    async def _create_at_processor(
+        self, row: dict[str, Any], *, forget_if_refused: bool = False
+    ) -> dict[str, Any]:
+        """Ask the processor for the order's signed request. A definite refusal fails the
+        order, or, when it answers the very call that stored the order, removes it again:
+        refused input changes no state (the order was stored first only so that a lost
+        answer can be asked about with the same key)."""
         body = {
             "amount_minor": row["amount_minor"],
             "currency": row["currency"],
@@ -293,6 +301,11 @@ class MerchantService:
             return await self._opened(row, answer.json())
         if 400 <= answer.status < 500 and answer.status not in (408, 429):
             refusal = _problem_of(answer)
+            if forget_if_refused:
+                async with self.database.write() as connection:
+                    forgotten = await store.forget_unanswered_order(connection, row["order_id"])
+                if forgotten:
+                    raise refusal
             await self._move(row, MerchantOrderEvent.REFUSED, {"error_code": refusal.code})
             raise refusal
         return row

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    delete,
     func,
     insert,
     or_,
@@ -134,6 +135,15 @@ async def update_order(
         update(orders)
         .where(orders.c.order_id == order_id, orders.c.state == expected_state)
         .values(**values)
+    )
+    return bool(result.rowcount == 1)
+
+
+async def forget_unanswered_order(connection: AsyncConnection, order_id: str) -> bool:
+    """Remove an order the processor refused at once (still CREATING: nothing else refers
+    to it), so refused input leaves no trace; False if it moved meanwhile."""
+    result = await connection.execute(
+        delete(orders).where(orders.c.order_id == order_id, orders.c.state == "creating")
     )
     return bool(result.rowcount == 1)
 
