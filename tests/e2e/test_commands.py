@@ -44,3 +44,20 @@ def test_bench_reports_throughput_and_latency_on_its_last_line() -> None:
         r"p50 [0-9.]+ ms, p95 [0-9.]+ ms, p99 [0-9.]+ ms",
         last,
     ), last
+
+
+def test_chaos_reports_what_it_injected_and_checked_and_refuses_a_used_folder(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "chaos"
+    result = _semops(
+        "chaos", "--payments", "4", "--concurrency", "2", "--faults", "2", "--kills", "0",
+        "--data-dir", str(folder),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 payments:" in result.stdout and "faults injected:" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == (
+        "no violations: every payment complete or absent on all sides"
+    )
+    again = _semops("chaos", "--payments", "1", "--data-dir", str(folder))
+    assert again.returncode == 1 and "already holds a network" in again.stderr
