@@ -621,3 +621,36 @@ def test_concurrent_partial_refunds_never_exceed_the_paid_amount(
         assert sum(row["amount_minor"] for row in received) == refunded
     for processor_id in ("bank-a", "mno-b"):
         _check_books(network, processor_id)
+
+
+def test_payments_crossing_in_both_directions_at_once_all_commit(network: Network) -> None:
+    """bank-a pays mno-b while mno-b pays bank-a, many at once: each commit moves both
+    processors' positions, and commits in opposite directions must not lock those rows in
+    opposite orders (on PostgreSQL that was a deadlock, answered 500, and the payments then
+    expired)."""
+    pairs = 8
+    amount = 100
+    east = [_customer(network, "bank-a", 10_000) for _ in range(pairs)]
+    west = [_customer(network, "mno-b", 10_000) for _ in range(pairs)]
+    shop_at_mno, shop_at_bank = _merchant(network, "mno-b"), _merchant(network, "bank-a")
+    before = _positions(network)
+    tokens = [
+        (payer, request_payment(network, shop, amount)["token"])
+        for payers, shop in ((east, shop_at_mno), (west, shop_at_bank))
+        for payer in payers
+    ]
+
+    async def everyone() -> list[PaymentOutcome]:
+        return list(await asyncio.gather(*(_pay(payer, token) for payer, token in tokens)))
+
+    outcomes = asyncio.run(everyone())
+    assert [o.state for o in outcomes] == [OrderState.COMPLETED] * (2 * pairs), [
+        (o.state, o.order.error_code) for o in outcomes
+    ]
+    _balance_is(network, shop_at_mno, pairs * amount)
+    _balance_is(network, shop_at_bank, pairs * amount)
+    after = _positions(network)
+    # As much went each way: the net positions are where they were.
+    assert {pid: after.get(pid, 0) for pid in ("bank-a", "mno-b")} == {
+        pid: before.get(pid, 0) for pid in ("bank-a", "mno-b")
+    }

@@ -270,6 +270,8 @@ def chaos(
         report = run_async(
             run_chaos(data_dir, settings, db_urls, lambda line: out.print(escape(line) + " …"))
         )
+    except RuntimeError as error:  # a service did not start: its own words say why
+        fail(str(error))
     finally:
         if postgres is not None:
             asyncio.run(drop_databases(postgres, names))

@@ -160,15 +160,19 @@ class ProxiedNetwork:
 
     def __init__(self, layout: Layout, budget: FaultBudget) -> None:
         self.budget = budget
+        taken = set(layout.ports.values())
         for processor_id, _, _ in PROCESSORS:
-            for link in (f"{processor_id}>{ROUTER_ID}", f"{ROUTER_ID}>{processor_id}"):
-                layout.links[link] = free_port()
-            layout.links[f"wallet>{processor_id}"] = free_port()
-            layout.links[f"{processor_id}>webhook"] = free_port()
+            for link in (
+                f"{processor_id}>{ROUTER_ID}",
+                f"{ROUTER_ID}>{processor_id}",
+                f"wallet>{processor_id}",
+                f"{processor_id}>webhook",
+            ):
+                layout.links[link] = _fresh_port(taken)
         self.network = Network(layout)
         self.proxies: list[LinkProxy] = []
         self.notices: Counter[str] = Counter()
-        self.webhook_port = free_port()
+        self.webhook_port = _fresh_port(taken)
         self._webhook: web.AppRunner | None = None
 
     def tls(self, party: str) -> TlsFiles:
@@ -245,6 +249,15 @@ class ProxiedNetwork:
     def database_url(self, service: str) -> str:
         layout = self.network.layout
         return layout.db_urls.get(service) or sqlite_url(layout.root / service / f"{service}.db")
+
+
+def _fresh_port(taken: set[int]) -> int:
+    """A free port no other part of this network was given (the OS may hand out a port it
+    just released again, and a second listener on it would fail to start)."""
+    while (port := free_port()) in taken:
+        pass
+    taken.add(port)
+    return port
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -478,6 +491,7 @@ class ProcessorView:
     accounts: dict[str, dict[str, Any]]
     deposits_minor: int
     outbox_pending: int
+    refusals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -533,6 +547,7 @@ async def read_snapshot(proxied: ProxiedNetwork) -> Snapshot:
                 accounts=await _rows(database, processor_tables.accounts, "account_id"),
                 deposits_minor=sum(int(row["amount_minor"]) for row in deposits.values()),
                 outbox_pending=await _count(database, processor_tables.outbox),
+                refusals=await _rows(database, processor_tables.order_refusals, "order_id"),
             )
         finally:
             await database.dispose()
@@ -583,7 +598,7 @@ def _check_attempt(
         return [f"{label}: the payee processor has no request {attempt.request_id}"]
     if order is None:
         # Never reached the payer processor: nothing may exist for it anywhere.
-        checked["absent (never received)"] += 1
+        checked["absent (refused or never received)"] += 1
         if request is not None and request["state"] in PAID_REQUEST_STATES:
             return [f"{label}: request paid although no order reached the payer processor"]
         if attempt.wallet_state == OrderState.COMPLETED:
@@ -638,6 +653,8 @@ def failure_reasons(attempts: list[Attempt], snapshot: Snapshot) -> Counter[str]
         if order is not None:
             kind = "on-us" if order["on_us"] else "routed"
             reasons[f"{kind} {order['reason_code'] or order['state']}"] += 1
+        elif (refusal := payer.refusals.get(attempt.order_id or "")) is not None:
+            reasons[f"refused {refusal['code']}"] += 1
         else:
             reasons[f"not received ({attempt.error or attempt.wallet_state})"] += 1
     return reasons

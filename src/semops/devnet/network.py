@@ -87,7 +87,14 @@ class Layout:
 
 
 def new_layout(data_dir: Path, *, fixed_ports: bool, db_urls: dict[str, str] | None) -> Layout:
-    ports = dict(DEFAULT_PORTS) if fixed_ports else {name: free_port() for name in DEFAULT_PORTS}
+    ports = dict(DEFAULT_PORTS)
+    if not fixed_ports:
+        taken: set[int] = set()
+        for name in ports:
+            while (port := free_port()) in taken:  # the OS may hand a released port out again
+                pass
+            taken.add(port)
+            ports[name] = port
     return Layout(str(data_dir.resolve()), ports, dict(db_urls or {}))
 
 

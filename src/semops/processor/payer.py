@@ -26,6 +26,7 @@ failing it. Every state change goes through PAYER_TRANSFER.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ from semops.store import processor as store
 log = structlog.get_logger("semops.processor")
 # A lost prepare is sent again only while the router can still forward it in time.
 RESEND_MARGIN_S: Final = TRANSFER_HOP_MARGIN_S
+# Undecided transfers asked about at once (each is one router call, at most a few seconds).
+IN_DOUBT_CONCURRENCY: Final = 8
 
 _PENDING_STATES = frozenset(
     {PayerTransferState.RESERVED, PayerTransferState.PREPARED, PayerTransferState.IN_DOUBT}
@@ -479,31 +482,42 @@ class Payer:
 
     async def resolve_in_doubt(self) -> int:
         """Ask the router about every transfer whose outcome we do not know; returns how
-        many were decided by this pass."""
+        many were decided by this pass. Transfers are asked about side by side (bounded),
+        so that one slow answer does not keep the others waiting until they expire."""
         async with self.context.database.read() as connection:
             pending = await store.unresolved_orders(connection, IN_DOUBT_BATCH_MAX)
-        decided = 0
-        for row in pending:
-            verdict = await ask_router(self.context, row["transfer_id"])
-            now = self.context.clock.now()
-            if verdict.status is not None:
-                after = await self.apply_status(verdict.status)
-            elif verdict.refused is not None and verdict.refused.spec is E.NOT_FOUND:
-                if now < row["expires_at"] + CLOCK_SKEW_MAX_S:
-                    # Not recorded yet, but it still could be: the prepare was lost, or the
-                    # router restarted before recording it. Send the identical prepare again
-                    # while it can still commit (the router dedups on the transfer id).
-                    if row["prepare"] and now < row["expires_at"] - RESEND_MARGIN_S:
-                        after = await self._resend(row)
-                        decided += PayerTransferState(after["state"]) not in _PENDING_STATES
-                    continue
-                after = await self._transition(
-                    row["transfer_id"], PayerTransferEvent.ABORTED, E.TRANSFER_EXPIRED.code
-                )
-            else:
-                continue
-            decided += PayerTransferState(after["state"]) not in _PENDING_STATES
-        return decided
+        slots = asyncio.Semaphore(IN_DOUBT_CONCURRENCY)
+
+        async def resolve(row: dict[str, Any]) -> bool:
+            async with slots:
+                try:
+                    after = await self._resolve_one(row)
+                except SemopsError as error:  # this one stays in doubt; the others go on
+                    log.error(
+                        "in_doubt_unresolved", transfer_id=row["transfer_id"], code=error.code
+                    )
+                    return False
+            return PayerTransferState(after["state"]) not in _PENDING_STATES
+
+        return sum(await asyncio.gather(*(resolve(row) for row in pending)))
+
+    async def _resolve_one(self, row: dict[str, Any]) -> dict[str, Any]:
+        verdict = await ask_router(self.context, row["transfer_id"])
+        now = self.context.clock.now()
+        if verdict.status is not None:
+            return await self.apply_status(verdict.status)
+        if verdict.refused is None or verdict.refused.spec is not E.NOT_FOUND:
+            return row  # the router did not answer: ask again next time
+        if now < row["expires_at"] + CLOCK_SKEW_MAX_S:
+            # Not recorded yet, but it still could be: the prepare was lost, or the router
+            # restarted before recording it. Send the identical prepare again while it can
+            # still commit (the router dedups on the transfer id).
+            if row["prepare"] and now < row["expires_at"] - RESEND_MARGIN_S:
+                return await self._resend(row)
+            return row
+        return await self._transition(
+            row["transfer_id"], PayerTransferEvent.ABORTED, E.TRANSFER_EXPIRED.code
+        )
 
     async def _resend(self, row: dict[str, Any]) -> dict[str, Any]:
         """The stored prepare sent again. Only a decision is applied: a refusal now proves

@@ -102,6 +102,8 @@ FORWARD_ATTEMPTS_MAX: Final = 3
 FORWARD_RETRY_PAUSE_S: Final = 0.2
 REDRIVE_INTERVAL_S: Final = 2
 REDRIVE_BATCH_MAX: Final = 64
+# Resends in flight at once: each may end in a commit, which needs a database connection.
+REDRIVE_CONCURRENCY: Final = 8
 SCHEME_STATUS_PATH: Final = "/v1/scheme/status"
 SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
 SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
@@ -455,6 +457,23 @@ class Router:
         )
         routed_token = sign(routed, self.identity.sign_key)
         self._redriven[prepare.transfer_id] = now  # this request forwards it: redrive waits
+        try:
+            existing = await self._record_prepare(prepare, digest, routed_token, now)
+        except IntegrityError:  # an identical copy was recorded at this very moment
+            async with self.database.write() as connection:
+                existing = await self._existing(connection, prepare.transfer_id, digest)
+            assert existing is not None
+        if existing is not None:  # a retry: answer what we know, act no further
+            return Outcome(self._status_token(existing), existing["state"] != "reserved")
+        answer = await self._forward(payee, routed_token, routed)
+        return await self._settle_payment(
+            prepare.transfer_id, prepare.condition, prepare.expires_at, answer
+        )
+
+    async def _record_prepare(
+        self, prepare: TransferPrepare, digest: str, routed_token: str, now: int
+    ) -> dict[str, Any] | None:
+        """Record a new transfer RESERVED (None), or return the one already recorded."""
         async with self.database.write() as connection:
             existing = await self._existing(connection, prepare.transfer_id, digest)
             if existing is None:
@@ -482,12 +501,7 @@ class Router:
                         "routed": routed_token,
                     },
                 )
-        if existing is not None:  # a retry: answer what we know, act no further
-            return Outcome(self._status_token(existing), existing["state"] != "reserved")
-        answer = await self._forward(payee, routed_token, routed)
-        return await self._settle_payment(
-            prepare.transfer_id, prepare.condition, prepare.expires_at, answer
-        )
+        return existing
 
     async def _forward(
         self, payee: DirectoryEntry, routed_token: str, routed: RoutedPrepare
@@ -521,7 +535,13 @@ class Router:
             if row["transfer_id"] not in self._forwarding
             and self._redriven.get(row["transfer_id"], 0) <= now - REDRIVE_INTERVAL_S
         ]
-        outcomes = await asyncio.gather(*(self._redrive_one(row, now) for row in due))
+        slots = asyncio.Semaphore(REDRIVE_CONCURRENCY)
+
+        async def bounded(row: dict[str, Any]) -> bool:
+            async with slots:
+                return await self._redrive_one(row, now)
+
+        outcomes = await asyncio.gather(*(bounded(row) for row in due))
         for known in list(self._redriven):
             if known not in {row["transfer_id"] for row in rows}:
                 del self._redriven[known]  # decided or expired: forget it
@@ -669,16 +689,18 @@ class Router:
 
     @staticmethod
     async def _move_positions(connection: Any, row: dict[str, Any], window_id: int) -> None:
+        """Both participants' positions, always in participant-id order: two commits in
+        opposite directions (A pays B while B pays A) must lock the rows in the same order,
+        or PostgreSQL finds a deadlock and one commit fails."""
         sender, receiver = row["payer_processor"], row["payee_processor"]
         currency, amount = row["currency"], row["amount_minor"]
-        await store.adjust_position(connection, sender, currency, -amount)
-        await store.adjust_position(connection, receiver, currency, amount)
-        await store.adjust_window_position(
-            connection, window_id, sender, currency, sent_minor=amount
-        )
-        await store.adjust_window_position(
-            connection, window_id, receiver, currency, received_minor=amount
-        )
+        sides = sorted([(sender, -amount, "sent_minor"), (receiver, amount, "received_minor")])
+        for participant, delta, _ in sides:
+            await store.adjust_position(connection, participant, currency, delta)
+        for participant, _, field_name in sides:
+            await store.adjust_window_position(
+                connection, window_id, participant, currency, **{field_name: amount}
+            )
 
     async def sweep_expired(self) -> int:
         """Abort every transfer still RESERVED after its expiry; returns how many."""
