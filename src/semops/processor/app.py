@@ -27,6 +27,7 @@ from semops.core.limits import (
     REQUEST_TTL_MIN_S,
 )
 from semops.processor.backoffice import backoffice_router
+from semops.processor.device_calls import calling_device
 from semops.processor.service import Processor
 from semops.processor.wallet_web import wallet_web_router
 from semops.protocol.messages import (
@@ -106,11 +107,6 @@ def parse_body(model: type[B], raw: bytes) -> B:
         raise SemopsError(E.VALIDATION_FAILED, f"invalid {', '.join(fields[:3])}") from None
 
 
-def _call_path(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
-
-
 def create_public_app(processor: Processor) -> FastAPI:
     app = create_app(f"SEMOPS processor {processor.settings.processor_id}", version="1")
     _add_health(app, processor)
@@ -156,10 +152,7 @@ def _add_wallet(app: FastAPI, processor: Processor) -> None:
     customers = processor.customers
 
     async def device(request: Request, authorization: str | None) -> dict[str, Any]:
-        body = await request.body()
-        return await customers.authenticate(
-            authorization, request.method, _call_path(request), body
-        )
+        return await calling_device(customers, request, authorization)
 
     @app.get("/v1/wallet/config")
     async def config() -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from semops.core.errors import E, SemopsError
 from semops.core.money import CURRENCY_SCALES
+from semops.processor.device_calls import calling_device
 from semops.processor.service import Processor
 from semops.processor.wallet_web.devices import (
     account_devices,
@@ -118,11 +119,6 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def _call_path(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
-
-
 def _private_json(document: dict[str, Any], status_code: int = 200) -> JSONResponse:
     return JSONResponse(document, status_code=status_code, headers=NO_STORE)
 
@@ -187,10 +183,7 @@ def _add_api(router: APIRouter, processor: Processor) -> None:
     customers = processor.customers
 
     async def device(request: Request, authorization: str | None) -> dict[str, Any]:
-        body = await request.body()
-        return await customers.authenticate(
-            authorization, request.method, _call_path(request), body
-        )
+        return await calling_device(customers, request, authorization)
 
     @router.post("/v1/wallet/verify")
     async def verify(request: Request, authorization: Authorization = None) -> Response:
