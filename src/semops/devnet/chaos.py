@@ -49,7 +49,7 @@ from semops.devnet.actors import (
 )
 from semops.devnet.faults import FaultBudget, LinkProxy
 from semops.devnet.network import PROCESSORS, ROUTER_ID, Layout, Network, ServiceError
-from semops.devnet.processes import free_port
+from semops.devnet.processes import fresh_port
 from semops.protocol import OrderState
 from semops.service.tls import TlsFiles
 from semops.store import processor as processor_tables
@@ -168,11 +168,11 @@ class ProxiedNetwork:
                 f"wallet>{processor_id}",
                 f"{processor_id}>webhook",
             ):
-                layout.links[link] = _fresh_port(taken)
+                layout.links[link] = fresh_port(taken)
         self.network = Network(layout)
         self.proxies: list[LinkProxy] = []
         self.notices: Counter[str] = Counter()
-        self.webhook_port = _fresh_port(taken)
+        self.webhook_port = fresh_port(taken)
         self._webhook: web.AppRunner | None = None
 
     def tls(self, party: str) -> TlsFiles:
@@ -188,37 +188,32 @@ class ProxiedNetwork:
         participants = {ROUTER_ID: "router"} | {pid: "processor" for pid, _, _ in PROCESSORS}
         ensure_pki(self.network.data_dir, participants)
         await self._start_webhook()
+        ports = layout.ports
         for processor_id, _, _ in PROCESSORS:
-            ports = layout.ports
+            router, processor = self.tls(ROUTER_ID), self.tls(processor_id)
+            # (link, the receiver's URL, the identity shown to the sender, the one used
+            # towards the receiver): scheme links are mutual TLS end to end, others HTTP.
+            links: list[tuple[str, str, TlsFiles | None, TlsFiles | None]] = [
+                (f"{processor_id}>{ROUTER_ID}", layout.router_url(), router, processor),
+                (
+                    f"{ROUTER_ID}>{processor_id}",
+                    f"https://127.0.0.1:{ports[f'{processor_id}-scheme']}",
+                    processor,
+                    router,
+                ),
+                (f"wallet>{processor_id}", layout.processor_url(processor_id), None, None),
+                (f"{processor_id}>webhook", f"http://127.0.0.1:{self.webhook_port}", None, None),
+            ]
             self.proxies += [
                 LinkProxy(
-                    f"{processor_id}>{ROUTER_ID}",
-                    layout.links[f"{processor_id}>{ROUTER_ID}"],
-                    f"https://127.0.0.1:{ports['router']}",
+                    link,
+                    layout.links[link],
+                    target,
                     self.budget,
-                    serve_as=self.tls(ROUTER_ID),
-                    call_as=self.tls(processor_id),
-                ),
-                LinkProxy(
-                    f"{ROUTER_ID}>{processor_id}",
-                    layout.links[f"{ROUTER_ID}>{processor_id}"],
-                    f"https://127.0.0.1:{ports[f'{processor_id}-scheme']}",
-                    self.budget,
-                    serve_as=self.tls(processor_id),
-                    call_as=self.tls(ROUTER_ID),
-                ),
-                LinkProxy(
-                    f"wallet>{processor_id}",
-                    layout.links[f"wallet>{processor_id}"],
-                    layout.processor_url(processor_id),
-                    self.budget,
-                ),
-                LinkProxy(
-                    f"{processor_id}>webhook",
-                    layout.links[f"{processor_id}>webhook"],
-                    f"http://127.0.0.1:{self.webhook_port}",
-                    self.budget,
-                ),
+                    serve_as=serve_as,
+                    call_as=call_as,
+                )
+                for link, target, serve_as, call_as in links
             ]
         for proxy in self.proxies:
             await proxy.start()
@@ -249,15 +244,6 @@ class ProxiedNetwork:
     def database_url(self, service: str) -> str:
         layout = self.network.layout
         return layout.db_urls.get(service) or sqlite_url(layout.root / service / f"{service}.db")
-
-
-def _fresh_port(taken: set[int]) -> int:
-    """A free port no other part of this network was given (the OS may hand out a port it
-    just released again, and a second listener on it would fail to start)."""
-    while (port := free_port()) in taken:
-        pass
-    taken.add(port)
-    return port
 
 
 # --- the run ----------------------------------------------------------------------------------

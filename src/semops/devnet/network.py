@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from semops.devnet.pki import ensure_pki
-from semops.devnet.processes import ServiceProcess, free_port
+from semops.devnet.processes import ServiceProcess, fresh_port
 from semops.service.tls import TlsFiles, client_context
 
 ROUTER_ID: Final = "router"
@@ -90,11 +90,7 @@ def new_layout(data_dir: Path, *, fixed_ports: bool, db_urls: dict[str, str] | N
     ports = dict(DEFAULT_PORTS)
     if not fixed_ports:
         taken: set[int] = set()
-        for name in ports:
-            while (port := free_port()) in taken:  # the OS may hand a released port out again
-                pass
-            taken.add(port)
-            ports[name] = port
+        ports = {name: fresh_port(taken) for name in ports}
     return Layout(str(data_dir.resolve()), ports, dict(db_urls or {}))
 
 

@@ -34,6 +34,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def fresh_port(taken: set[int]) -> int:
+    """A free port not in `taken` (added to it): the OS may hand a port it just released
+    out again, and two listeners of one network on it would fail to start."""
+    while (port := free_port()) in taken:
+        pass
+    taken.add(port)
+    return port
+
+
 @dataclass
 class ServiceProcess:
     """One running service: its command line, its output file, its health URL."""
