@@ -66,6 +66,9 @@ class E:
     NOT_FOUND = _register(1030, "not_found", 404, "No such resource")
     UNAUTHENTICATED = _register(1040, "unauthenticated", 401, "Credentials are missing or wrong")
     FORBIDDEN = _register(1041, "forbidden", 403, "Not allowed for this caller")
+    URL_NOT_ALLOWED = _register(
+        1050, "url_not_allowed", 422, "The URL is not one a service may be told to call"
+    )
 
     # 2xxx message security
     SIGNATURE_INVALID = _register(2001, "signature_invalid", 401, "The signature is not valid")

@@ -1,10 +1,10 @@
 """Outbound calls between services: one pooled aiohttp session, explicit timeouts.
 
 aiohttp measured 3-5x faster than httpx for this traffic on the reference machine. Every
-call passes its timeout at the call site; bodies are compact JOSE tokens (`application/jose`)
-or JSON. A transport failure becomes `unavailable`, a timeout `timeout`; a problem+json
-answer is turned back into the `SemopsError` it describes, so a refusal keeps its code
-across hops.
+call passes its timeout at the call site and no redirect is ever followed; bodies are
+compact JOSE tokens (`application/jose`) or JSON. A transport failure becomes
+`unavailable`, a timeout `timeout`; a problem+json answer is turned back into the
+`SemopsError` it describes, so a refusal keeps its code across hops.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ class Peer:
                 json=json_body,
                 headers=all_headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
+                # A 3xx is an answer, never an instruction: a registered endpoint or webhook
+                # must not bounce a service's call to an address of its choosing.
+                allow_redirects=False,
             ) as response:
                 body = await response.content.read(MESSAGE_MAX_BYTES * 64 + 1)
                 return response.status, response.content_type, body
