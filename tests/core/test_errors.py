@@ -26,6 +26,7 @@ PINNED_REGISTRY: list[tuple[int, str]] = [
     (1030, "not_found"),
     (1040, "unauthenticated"),
     (1041, "forbidden"),
+    (1050, "url_not_allowed"),
     (2001, "signature_invalid"),
     (2002, "key_unknown"),
     (2003, "key_revoked"),
