@@ -33,6 +33,7 @@ def test_id_kinds_have_the_pinned_two_letter_prefixes() -> None:
         "REFUND": "rf",
         "MESSAGE": "ms",
         "DIRECTORY": "dr",
+        "DEVICE_AUTH": "da",
     }
 
 

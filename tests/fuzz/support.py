@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,11 @@ from semops.wallet.core import device_auth_header
 from semops.wallet.store import WalletStore
 
 PROBLEM_JSON: Final = "application/problem+json"
+# The processors' replay cache: the id of every device authorisation a call spent, whatever
+# the call's outcome (single use, DESIGN.md §6), forgotten in the background as they expire.
+# It is the bookkeeping of refusing copies, not state a refused call changed; its own
+# behaviour is tested in tests/processor and tests/attack.
+UNCOMPARED_TABLES: Final = frozenset({"signed_calls"})
 MERCHANT_ID: Final = "fuzz-shop"
 # The processor whose merchant the backend serves, and whose public port is fuzzed.
 BANK: Final = "bank-a"
@@ -91,6 +97,7 @@ class TableDigests:
                         "SELECT name FROM sqlite_master WHERE type = 'table'"
                         " AND name NOT LIKE 'sqlite_%'"
                     )
+                    if row[0] not in UNCOMPARED_TABLES
                 ]
                 return {
                     name: _digest(
@@ -108,6 +115,7 @@ class TableDigests:
                 "SELECT table_name FROM information_schema.tables"
                 " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
             )
+            if record[0] not in UNCOMPARED_TABLES
         ]
         result = {}
         for name in names:
@@ -361,6 +369,7 @@ class FuzzNetwork:
                 method=method,
                 path=path,
                 now=int(time.time()),
+                auth_entropy=secrets.token_bytes(16),
                 body=body,
             )
 

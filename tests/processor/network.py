@@ -26,7 +26,7 @@ from semops.core.clock import FixedClock
 from semops.core.encoding import sha256_b64url
 from semops.core.errors import E, SemopsError
 from semops.core.ids import IdKind, make_id
-from semops.core.limits import TRANSFER_HOP_MARGIN_S
+from semops.core.limits import ID_RANDOM_BYTES, TRANSFER_HOP_MARGIN_S
 from semops.crypto import (
     KeyRing,
     KeyUse,
@@ -597,6 +597,7 @@ class Wallet:
     ) -> dict[str, str]:
         now = self.clock.now()
         auth = DeviceAuth(
+            auth_id=make_id(IdKind.DEVICE_AUTH, secrets.token_bytes(ID_RANDOM_BYTES)),
             account_id=account_id or self.account_id,
             method=method,
             path=path,  # type: ignore[arg-type]

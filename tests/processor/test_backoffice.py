@@ -36,6 +36,7 @@ from tests.processor.network import (
     Network,
     Node,
     Wallet,
+    device_key,
     enrolled_wallet,
     merchant,
     on_both,
@@ -403,6 +404,61 @@ async def test_revoking_a_device_from_its_account_page_is_audited_and_final(
     assert entry["kind"] == "device_revoked" and entry["actor"].startswith("operator:backoffice:")
     refused = await wallet.get("/v1/wallet/balance")
     assert refused.json()["code"] == "device_revoked"
+
+
+@on_both
+async def test_a_pin_reset_from_the_account_page_is_confirmed_audited_and_shown_once(
+    network: Network,
+) -> None:
+    bank = await network.add("bank-a")
+    wallet = await enrolled_wallet(bank, deposit_minor=5000)
+    client = await signed_in(bank)
+    page_path = f"{BO}/accounts/{wallet.account_id}"
+    path = f"{page_path}/reset"
+    before = await audit_entries(bank)
+
+    unconfirmed = await client.post(path, data={"csrf": await csrf_of(client, page_path)})
+    assert unconfirmed.headers["location"] == page_path
+    assert "Nothing was reset" in shown(await client.get(page_path))
+    assert await audit_entries(bank) == before
+    assert (await wallet.get("/v1/wallet/balance")).status_code == 200
+
+    answer = await client.post(
+        path, data={"csrf": await csrf_of(client, page_path), "confirm": "yes"}
+    )
+    assert answer.headers["location"] == page_path
+    result = await client.get(page_path)
+    (code,) = re.findall(
+        r'id="activation-code">Activation code: <strong><code>([A-Z2-9-]+)<', result.text
+    )
+    assert "PIN reset: 1 device(s) revoked" in shown(result)
+    assert code not in (await client.get(page_path)).text  # shown once
+    (entry,) = (await audit_entries(bank))[len(before) :]
+    assert entry["kind"] == "credential_reset" and entry["actor"].startswith("operator:backoffice:")
+    assert json.loads(entry["data"]) == {"account_id": wallet.account_id, "devices_revoked": 1}
+    assert (await wallet.get("/v1/wallet/balance")).json()["code"] == "device_revoked"
+    fresh = Wallet(bank, device_key(), pin="2468")
+    assert (await fresh.enrol(code)).status_code == 200
+
+
+@on_both
+async def test_a_code_for_a_new_phone_is_issued_from_the_account_page_and_needs_the_pin(
+    network: Network,
+) -> None:
+    bank = await network.add("bank-a")
+    wallet = await enrolled_wallet(bank, deposit_minor=5000)
+    client = await signed_in(bank)
+    page_path = f"{BO}/accounts/{wallet.account_id}"
+    answer = await client.post(
+        f"{page_path}/activation-codes", data={"csrf": await csrf_of(client, page_path)}
+    )
+    assert answer.headers["location"] == page_path
+    (code,) = re.findall(r"<strong><code>([A-Z2-9-]+)<", (await client.get(page_path)).text)
+    entry = (await audit_entries(bank))[-1]
+    assert entry["kind"] == "activation_code_issued"
+    stranger = Wallet(bank, device_key(), pin="0000")
+    assert (await stranger.enrol(code)).json()["code"] == "pin_invalid"
+    assert (await Wallet(bank, device_key()).enrol(code)).status_code == 200
 
 
 @on_both

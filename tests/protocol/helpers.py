@@ -292,6 +292,7 @@ def _samples() -> dict[type[Message], Message]:
             expires_at=NOW + 60,
         ),
         DeviceAuth(
+            auth_id="da_" + "A" * 22,
             account_id="ACC-0001",
             method="POST",
             path="/v1/orders",

@@ -284,6 +284,7 @@ WIRE_FIELDS: Final[dict[type[Message], dict[str, str]]] = {
         "expires_at": TIME,
     },
     DeviceAuth: {
+        "auth_id": ID,
         "account_id": ACCOUNT,
         "method": CHOICE,
         "path": PATH,

@@ -434,6 +434,7 @@ def build_messages() -> dict[str, Any]:
     )
     assert enrolment.enrolment_digest() == enrolment_digest
     device_auth = DeviceAuth(
+        auth_id="da_" + b64url_encode(bytes(range(16))),
         account_id="alice-001",
         method="POST",
         path="/v1/orders",

@@ -222,7 +222,8 @@ def test_pay_asks_for_confirmation_and_a_no_pays_nothing(
     token = processor.knows(processor.scheme.request())
     result = invoke("pay", token, "--wallet-dir", str(wallet_dir), input="n\n")
     assert result.exit_code == 1
-    assert "Pay 12.50 EUR to Corner Shop?" in result.output
+    assert "Pay 12.50 EUR to Corner Shop (corner-shop at MNO B)?" in result.output
+    assert "internal" not in result.output  # a "no" is an answer, not a crash
     assert "nothing was paid" in result.output
     assert processor.payments == 0
     assert not [p for m, p, _ in processor.received if p == "/v1/wallet/orders"]

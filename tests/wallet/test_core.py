@@ -425,7 +425,12 @@ def test_an_order_with_a_bad_pin_is_not_built(scheme: Scheme, trusted: core.Trus
 
 def test_device_auth_binds_method_path_account_and_body() -> None:
     header = device_auth_header(
-        DEVICE, account_id="alice-001", method="GET", path="/v1/wallet/balance", now=NOW
+        DEVICE,
+        account_id="alice-001",
+        method="GET",
+        path="/v1/wallet/balance",
+        now=NOW,
+        auth_entropy=bytes(16),
     )
     scheme_name, _, token = header.partition(" ")
     assert scheme_name == "SEMOPS-Device"
@@ -437,8 +442,15 @@ def test_device_auth_binds_method_path_account_and_body() -> None:
         None,
     )
     assert auth.expires_at - auth.created_at <= 120
+    assert auth.auth_id == "da_" + "A" * 22  # made from the entropy given: single use
     with_body = device_auth_header(
-        DEVICE, account_id="alice-001", method="POST", path="/v1/x", now=NOW, body=b"{}"
+        DEVICE,
+        account_id="alice-001",
+        method="POST",
+        path="/v1/x",
+        now=NOW,
+        auth_entropy=bytes(range(16)),
+        body=b"{}",
     )
     auth = open_signed(
         with_body.partition(" ")[2], DeviceAuth, _device_ring(DEVICE), NOW + 1

@@ -111,7 +111,7 @@ def enrol(
     page.goto(_url(net, processor_id, "/wallet/enrol"))
     page.get_by_label("Activation code").fill(code)
     page.get_by_label("Name of this device").fill(device_name)
-    page.get_by_label("New PIN (4 to 6 digits)").fill(PIN)
+    page.get_by_label("PIN (4 to 6 digits)", exact=True).fill(PIN)
     page.get_by_label("The same PIN again").fill(PIN)
     if shot is not None:
         shot(page, "wallet-enrol")
@@ -211,9 +211,12 @@ def test_enrol_in_the_browser_and_pay_a_merchant_by_pasting_the_link(
     expect(page.locator("#review-amount")).to_have_text("12.50 EUR")
     expect(page.locator("#review-reference")).to_have_text("Flat white x2")
     expect(page.locator("#review-processor")).to_have_text("Beta Mobile")
+    # The payee's id next to its name: a look-alike name cannot pass for another payee.
+    expect(page.locator("#review-payee-id")).to_have_text("corner-cafe")
     shot(page, "wallet-pay-review")
     page.get_by_role("button", name="Continue to PIN").click()
     expect(page.locator("#pin-input")).to_be_focused()
+    expect(page.locator("#pin-payee")).to_have_text("Corner Café (corner-cafe, Beta Mobile)")
     shot(page, "wallet-pay-pin")
     for digit in PIN:
         page.locator("#step-pin").get_by_role("button", name=digit, exact=True).click()
@@ -531,13 +534,22 @@ def test_devices_are_listed_added_and_revoked_and_a_revoked_device_cannot_pay(
     second_page.goto(hana.base_url + "/wallet/enrol")
     second_page.get_by_label("Activation code").fill(code.inner_text())
     second_page.get_by_label("Name of this device").fill("Hana's tablet")
-    second_page.get_by_label("New PIN (4 to 6 digits)").fill(PIN)
+    second_page.get_by_label("PIN (4 to 6 digits)", exact=True).fill(PIN)
     second_page.get_by_label("The same PIN again").fill(PIN)
     second_page.get_by_role("button", name="Set up this device").click()
     expect(second_page.locator("#enrol-done")).to_be_visible(timeout=WAIT_MS)
     tablet_kid = stored_device(second_page)["kid"]
 
-    page.reload()
+    # The laptop is told: a code was issued and a device added (a leaked code shows here).
+    page.goto(hana.base_url + "/wallet/")
+    notices = page.locator("#notice-list li")
+    expect(notices).to_have_count(3, timeout=WAIT_MS)
+    expect(notices.nth(0)).to_contain_text("A new device was added to your account: Hana's tablet.")
+    expect(notices.nth(1)).to_contain_text("You issued a code to add a device to your account.")
+    expect(notices.nth(2)).to_contain_text("A new device was added to your account: Hana's laptop.")
+    shot(page, "wallet-home-notices")
+
+    page.goto(hana.base_url + "/wallet/devices")
     rows = page.locator("#device-list li")
     expect(rows).to_have_count(2, timeout=WAIT_MS)
     expect(page.locator("#device-list")).to_contain_text("Hana's laptop (this device)")

@@ -66,8 +66,11 @@ _TEXT_FIELDS: Final = frozenset(
     }
 )  # fmt: skip
 _INT_FIELDS: Final = frozenset(
-    {"amount_minor", "cap_minor", "window_id", "next_window_id", "transfers_count", "covers_seq"}
-)
+    {
+        "amount_minor", "cap_minor", "window_id", "next_window_id", "transfers_count",
+        "covers_seq", "devices_revoked",
+    }
+)  # fmt: skip
 _BOOL_FIELDS: Final = frozenset({"automatic", "first"})
 # Only a checkpoint carries these two.
 _CHECKPOINT_FIELDS: Final = frozenset({"covers_seq", "covers_hash", "signature"})

@@ -84,7 +84,13 @@ def _readable_errors() -> Iterator[None]:
         _exit(str(error), EXIT_FAILED)
     except OSError as error:
         _exit(f"{error.filename or ''} {error.strerror or error}".strip(), EXIT_FAILED)
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (
+        typer.Exit,
+        typer.Abort,
+        click.exceptions.Exit,
+        click.exceptions.Abort,
+        click.ClickException,
+    ):
         raise
     except Exception as error:  # a bug: one line for the person, never a traceback
         _exit(f"unexpected {type(error).__name__} (internal)", EXIT_FAILED)

@@ -93,7 +93,13 @@ def _readable_errors() -> Iterator[None]:
         _exit(f"{error.filename} already exists; refusing to overwrite it", EXIT_FAILED)
     except OSError as error:
         _exit(f"{error.filename or ''} {error.strerror or error}".strip(), EXIT_FAILED)
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (
+        typer.Exit,
+        typer.Abort,
+        click.exceptions.Exit,
+        click.exceptions.Abort,
+        click.ClickException,
+    ):
         raise
     except Exception as error:  # a bug: one line for the person, never a traceback
         _exit(f"unexpected {type(error).__name__} (internal)", EXIT_FAILED)
@@ -153,12 +159,15 @@ def enroll(
     pin_stdin: PinStdin = False,
     wallet_dir: WalletDir = DEFAULT_WALLET_DIR,
 ) -> None:
-    """Enrol this device at your processor and choose a PIN."""
+    """Enrol this device at your processor: choose a PIN, or, if your account already has
+    a device, type the PIN you use there (it is checked, not changed)."""
     if pin_stdin:
         pin = _read_pin_line()
     else:
         pin = typer.prompt(
-            "Choose a PIN (4 to 6 digits)", hide_input=True, confirmation_prompt=True
+            "Choose a PIN (4 to 6 digits; or your current one, to add this device)",
+            hide_input=True,
+            confirmation_prompt=True,
         )
     with _readable_errors():
         enrolled = _with_wallet(
@@ -242,7 +251,10 @@ def _report(outcome: PaymentOutcome) -> int:
 
 def _confirm(verified: VerifiedRequest) -> None:
     request = verified.request
-    question = f"Pay {_money(request.amount_minor, request.currency)} to {request.payee_name}?"
+    # The name with the id and the bank that vouches for both: a look-alike name cannot pass
+    # for another payee's (DESIGN.md §6).
+    payee = f"{request.payee_name} ({request.payee_id} at {verified.payee_processor_name})"
+    question = f"Pay {_money(request.amount_minor, request.currency)} to {payee}?"
     if not typer.confirm(question, default=False):
         err.print("Cancelled: nothing was paid.")
         raise typer.Exit(EXIT_FAILED)
@@ -359,6 +371,35 @@ def history(
             escape(str(entry.get("payee_name") or "")),
             escape(str(entry.get("order_id") or entry.get("transfer_id") or "")),
         )
+    out.print(table)
+
+
+_NOTICE_TEXTS: Final = {
+    "activation_code_issued": "{who} issued a code to add a device",
+    "device_enrolled": "device {device} was added",
+    "device_revoked": "{who} revoked device {device}",
+    "credential_reset": "{who} reset the PIN and revoked every device",
+    "credential_unlocked": "{who} unlocked the PIN",
+}
+
+
+@wallet_app.command("notices")
+def notices(wallet_dir: WalletDir = DEFAULT_WALLET_DIR) -> None:
+    """Show what changed on your account's security: codes issued, devices added or
+    revoked, PIN reset. Anything you did not do: revoke that device and call your bank."""
+    with _readable_errors():
+        document = _with_wallet(wallet_dir, lambda wallet: wallet.notices())
+    table = Table(title="Changes to your account's security")
+    for column in ("When", "What"):
+        table.add_column(column)
+    listed = document.get("notices")
+    for notice in listed if isinstance(listed, list) else []:
+        if not isinstance(notice, dict):
+            continue
+        who = "your bank" if notice.get("actor") == "operator" else "you"
+        template = _NOTICE_TEXTS.get(str(notice.get("kind")), str(notice.get("kind")))
+        text = template.format(who=who, device=notice.get("device_name") or "?")
+        table.add_row(_when(notice.get("created_at")), escape(text[:1].upper() + text[1:]))
     out.print(table)
 
 

@@ -28,6 +28,7 @@ class IdKind(StrEnum):
     REFUND = "rf"
     MESSAGE = "ms"
     DIRECTORY = "dr"
+    DEVICE_AUTH = "da"
 
 
 def make_id(kind: IdKind, entropy: bytes) -> str:

@@ -28,6 +28,7 @@ from semops.core.limits import (
 )
 from semops.processor.backoffice import backoffice_router
 from semops.processor.device_calls import calling_device
+from semops.processor.notices import OPERATOR
 from semops.processor.service import Processor
 from semops.processor.wallet_web import wallet_web_router
 from semops.protocol.messages import (
@@ -90,6 +91,8 @@ class PersonRequestBody(Body):
     amount_minor: AmountMinor
     currency: Currency
     reference: Reference | None = None
+    # Made by the wallet: the same key (and body) again gives the same request back.
+    idempotency_key: Id | None = None
 
 
 class RefundBody(Body):
@@ -195,8 +198,18 @@ def _add_wallet(app: FastAPI, processor: Processor) -> None:
         caller = await device(request, authorization)
         body = parse_body(PersonRequestBody, await request.body())
         return await processor.p2p_request(
-            caller["account_id"], body.amount_minor, body.currency, body.reference
+            caller["account_id"],
+            body.amount_minor,
+            body.currency,
+            body.reference,
+            idempotency_key=body.idempotency_key,
         )
+
+    @app.get("/v1/wallet/notices")
+    async def notices(request: Request, authorization: Authorization = None) -> JSONResponse:
+        caller = await device(request, authorization)
+        listed = await customers.notices(caller["account_id"])
+        return JSONResponse({"notices": listed}, headers={"Cache-Control": "no-store"})
 
 
 def _add_merchant(app: FastAPI, processor: Processor) -> None:
@@ -308,6 +321,21 @@ def _add_admin(app: FastAPI, processor: Processor) -> None:
     ) -> dict[str, Any]:
         operator(authorization)
         return await customers.unlock(account_id)
+
+    @app.post("/v1/admin/credentials/{account_id}/reset")
+    async def reset(account_id: AccountPath, authorization: Authorization = None) -> dict[str, Any]:
+        """Reset a customer's PIN: devices revoked, a new activation code (shown once)."""
+        operator(authorization)
+        return await customers.reset_credentials(account_id)
+
+    @app.post("/v1/admin/accounts/{account_id}/activation-codes", status_code=201)
+    async def activation_code(
+        account_id: AccountPath, authorization: Authorization = None
+    ) -> dict[str, Any]:
+        """A further code for an existing customer (a new phone); enrolling with it proves
+        the customer's PIN. Announced to the customer's devices."""
+        operator(authorization)
+        return await customers.issue_activation_code(account_id, OPERATOR)
 
     @app.get("/v1/admin/position")
     async def position(authorization: Authorization = None) -> dict[str, Any]:

@@ -42,6 +42,20 @@ class AuditedCustomers(Customers):
         await self.audit.record("credential_unlocked", actor, {"account_id": account_id})
         return result
 
+    async def reset_credentials(self, account_id: str, *, actor: str = OPERATOR) -> dict[str, Any]:
+        result = await super().reset_credentials(account_id)
+        await self.audit.record(
+            "credential_reset",
+            actor,
+            {"account_id": account_id, "devices_revoked": result["devices_revoked"]},
+        )
+        return result
+
+    async def issue_activation_code(self, account_id: str, actor: str = OPERATOR) -> dict[str, Any]:
+        result = await super().issue_activation_code(account_id, actor)
+        await self.audit.record("activation_code_issued", actor, {"account_id": account_id})
+        return result
+
     async def revoke_device(self, kid: str, *, actor: str = OPERATOR) -> dict[str, Any]:
         result = await super().revoke_device(kid)
         await self.audit.record(

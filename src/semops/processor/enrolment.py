@@ -5,14 +5,25 @@ a one-time activation code (only its SHA-256 is stored; it expires). The wallet 
 device key pair and sends an Enrolment signed by the new key, with the code and a PIN
 block bound to the enrolment's digest. The key's id is `make_kid("device", jwk)`, which
 the wallet computes the same way; the JWS header must name exactly that kid, so the
-signature proves possession of the key being registered. The PIN is kept only as its
-verification value (HMAC under the PIN key held apart from the database).
+signature proves possession of the key being registered.
 
-Afterwards the device signs every order and every read (`DeviceAuth`, bound to account,
-method, path and body digest, living a minute or two). A revoked device is refused. PIN
-attempts are decided by `semops.crypto.check_pin` and their count is committed in a
-transaction of its own, so a refused payment still counts the wrong PIN; after
-PIN_ATTEMPTS_MAX the credential stays locked until the back office unlocks it.
+No path sets a PIN without the PIN. Only an account without a credential (a new one, or
+one the bank has reset) takes the PIN of its first enrolment, kept only as its
+verification value (HMAC under the PIN key held apart from the database). A further
+device proves the existing PIN inside that same PIN block: the attempt counts towards the
+lockout like a payment's, and a refused enrolment is remembered by its digest until it
+expires, so a captured copy sent again gets the same refusal and never a second attempt.
+A reset (`reset_credentials`, a back-office action) removes the PIN, revokes every device
+and voids unused codes: only the new code it issues can set a PIN again. Every issued
+code, added or revoked device, reset and unlock is announced to the account's devices
+(semops.processor.notices).
+
+Afterwards the device signs every order and every other call (`DeviceAuth`, bound to
+account, method, path and body digest, living a minute or two, and single use: its id is
+kept until it expires and a second use is refused as `replay`). A revoked device is
+refused. PIN attempts are decided by `semops.crypto.check_pin` and their count is
+committed in a transaction of its own, so a refused payment still counts the wrong PIN;
+after PIN_ATTEMPTS_MAX the credential stays locked until the back office unlocks it.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from semops.core.encoding import b64url_decode, b64url_encode, sha256_b64url
-from semops.core.errors import E, SemopsError
+from semops.core.errors import E, SemopsError, lookup
 from semops.core.limits import ACTIVATION_CODE_TTL_S, ADMIN_LIST_MAX, TIMESTAMP_MAX_S
 from semops.core.money import Money
 from semops.crypto import (
@@ -42,14 +53,17 @@ from semops.crypto import (
 from semops.ledger import AccountKind
 from semops.processor import accounts
 from semops.processor.context import Context, new_id
+from semops.processor.notices import CUSTOMER, OPERATOR, NoticeKind, account_notices, announce
 from semops.protocol import DeviceAuth, Enrolment, open_signed, parse_claims
 from semops.store import processor as store
-from semops.store.db import upsert
 
 log = structlog.get_logger("semops.processor")
 
 DEVICE_KID_OWNER: Final = "device"
 DEVICE_AUTH_SCHEME: Final = "SEMOPS-Device "
+# How calls are named in `signed_calls`: a DeviceAuth by its id, an Enrolment by its digest.
+AUTH_CALL_PREFIX: Final = "auth:"
+ENROLMENT_CALL_PREFIX: Final = "enrolment:"
 # Activation codes: 12 characters from 32 unambiguous ones (no 0/O, 1/I) = 60 bits,
 # shown as XXXX-XXXX-XXXX so a person can read it out or type it.
 _CODE_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -116,18 +130,7 @@ class Customers:
                     "created_at": now,
                 },
             )
-            await store.insert_row(
-                connection,
-                store.activation_codes,
-                {
-                    "code_digest": sha256_b64url(code.encode("ascii")),
-                    "customer_id": customer_id,
-                    "account_id": account_id,
-                    "expires_at": now + ACTIVATION_CODE_TTL_S,
-                    "used_at": None,
-                    "created_at": now,
-                },
-            )
+            await insert_activation_code(connection, code, customer_id, account_id, now)
             if deposit_minor is not None:
                 await self._deposit(connection, account_id, deposit_minor, "initial deposit", now)
         log.info("customer_created", currency=currency)
@@ -194,10 +197,36 @@ class Customers:
                 account_id,
                 {"failures": 0, "locked": False, "updated_at": now},
             )
+            if changed:
+                await announce(
+                    connection, account_id, NoticeKind.CREDENTIAL_UNLOCKED, OPERATOR, now
+                )
         if not changed:
             raise SemopsError(E.NOT_FOUND, "no PIN credential for this account")
         log.warning("credential_unlocked_by_operator", kind="audit")
         return {"account_id": account_id, "pin_locked": False}
+
+    async def reset_credentials(self, account_id: str) -> dict[str, Any]:
+        """The bank resets a customer's PIN: the PIN is removed, every device revoked and
+        every unused code voided, in one transaction, and a new activation code issued.
+        The customer enrols again with it (out of band: letter, SMS, branch) and chooses a
+        new PIN; nothing else can set one. The caller audits it (AuditedCustomers)."""
+        now = self.context.clock.now()
+        code = make_activation_code()
+        async with self.context.database.write() as connection:
+            customer = await store.find_row(connection, store.customers, account_id=account_id)
+            if customer is None:
+                raise SemopsError(E.ACCOUNT_UNKNOWN, "no customer has this account")
+            revoked = await store.reset_credentials(connection, account_id, now)
+            await insert_activation_code(connection, code, customer["customer_id"], account_id, now)
+            await announce(connection, account_id, NoticeKind.CREDENTIAL_RESET, OPERATOR, now)
+        log.warning("credential_reset_by_operator", kind="audit")
+        return {
+            "account_id": account_id,
+            "activation_code": code,
+            "expires_at": now + ACTIVATION_CODE_TTL_S,
+            "devices_revoked": revoked,
+        }
 
     async def list_devices(self, account_id: str) -> list[dict[str, Any]]:
         async with self.context.database.read() as connection:
@@ -217,6 +246,14 @@ class Customers:
                     connection, store.devices, kid, {"status": "revoked", "revoked_at": now}
                 )
                 device = {**device, "status": "revoked", "revoked_at": now}
+                await announce(
+                    connection,
+                    device["account_id"],
+                    NoticeKind.DEVICE_REVOKED,
+                    OPERATOR,
+                    now,
+                    device_name=device["device_name"],
+                )
         log.warning("device_revoked_by_operator", kind="audit")
         return _device_view(device)
 
@@ -226,18 +263,33 @@ class Customers:
         context = self.context
         now = context.clock.now()
         enrolment = self._verify_enrolment(token, now)
-        pin = open_pin_block(
-            enrolment.pin_block, context.keys.enc_key, enrolment.enrolment_digest()
-        )
+        digest = enrolment.enrolment_digest()
+        call_id = ENROLMENT_CALL_PREFIX + digest
+        await self._refused_before(call_id)
+        pin = open_pin_block(enrolment.pin_block, context.keys.enc_key, digest)
         try:
-            return await self._enrol(enrolment, pin, now)
-        except IntegrityError:  # the same key enrolled by a concurrent call
+            return await self._enrol(enrolment, pin, call_id, now)
+        except IntegrityError:
+            # A copy of this very enrolment was refused at the same moment (its refusal is
+            # stored, and this attempt's count rolled back), or the same key was enrolled
+            # by a concurrent call.
+            await self._refused_before(call_id)
             raise SemopsError(E.VALIDATION_FAILED, "this device key is already enrolled") from None
 
-    async def _enrol(self, enrolment: Enrolment, pin: str, now: int) -> dict[str, Any]:
+    async def _refused_before(self, call_id: str) -> None:
+        """Raise the stored refusal of an enrolment seen before, if it was refused."""
+        async with self.context.database.read() as connection:
+            seen = await store.get_row(connection, store.signed_calls, call_id)
+        if seen is not None and seen["code"] is not None:
+            raise SemopsError(lookup(seen["code"]), "this enrolment was refused before")
+
+    async def _enrol(
+        self, enrolment: Enrolment, pin: str, call_id: str, now: int
+    ) -> dict[str, Any]:
         context = self.context
         kid = device_kid(enrolment.device_jwk.model_dump())
         code_digest = sha256_b64url(enrolment.activation_code.encode("ascii"))
+        refusal: SemopsError | None = None
         async with context.database.write() as connection:
             code = await store.get_row(
                 connection, store.activation_codes, code_digest, for_update=True
@@ -249,20 +301,30 @@ class Customers:
                 if device["status"] != "active":
                     raise SemopsError(E.DEVICE_REVOKED)
                 # The same device with the same code again: its answer was lost. The
-                # enrolment stands as it was (the PIN is not set a second time).
+                # enrolment stands as it was (the PIN is not set or tried a second time).
             elif code is None or code["used_at"] is not None or now >= code["expires_at"]:
                 raise SemopsError(E.ACTIVATION_INVALID)
             elif device is not None:
                 raise SemopsError(E.VALIDATION_FAILED, "this device key is already enrolled")
             else:
-                await self._store_device(connection, kid, code["account_id"], enrolment, now)
-                await self._store_pin(connection, code["account_id"], pin, now)
-                await store.update_row(
-                    connection, store.activation_codes, code_digest, {"used_at": now}
-                )
-                log.info("device_enrolled")
+                refusal = await self._admit_device(connection, code, kid, enrolment, pin, now)
+                if refusal is not None:
+                    await store.insert_row(
+                        connection,
+                        store.signed_calls,
+                        {
+                            "call_id": call_id,
+                            "kid": kid,
+                            "code": refusal.code,
+                            "expires_at": enrolment.expires_at,
+                            "created_at": now,
+                        },
+                    )
             account_id = code["account_id"]
             customer = await store.get_row(connection, store.customers, code["customer_id"])
+        if refusal is not None:  # raised after the commit: the attempt counts
+            self._count_refusal(refusal)
+            raise refusal
         assert customer is not None
         return {
             "account_id": account_id,
@@ -270,6 +332,41 @@ class Customers:
             "customer_name": customer["name"],
             "currency": customer["currency"],
         }
+
+    async def _admit_device(
+        self,
+        connection: Any,
+        code: dict[str, Any],
+        kid: str,
+        enrolment: Enrolment,
+        pin: str,
+        now: int,
+    ) -> SemopsError | None:
+        """Enrol the device with a fresh code: set the PIN if the account has none, else
+        check it (counted like any attempt). Returns the PIN's refusal, changing nothing
+        else, or None with the device stored and the code used."""
+        account_id = code["account_id"]
+        credential = await store.get_row(connection, store.credentials, account_id, for_update=True)
+        if credential is None:
+            await self._store_pin(connection, account_id, pin, now)
+        else:
+            refusal = await self._attempt_pin(connection, credential, pin, now)
+            if refusal is not None:
+                return refusal
+        await self._store_device(connection, kid, account_id, enrolment, now)
+        await store.update_row(
+            connection, store.activation_codes, code["code_digest"], {"used_at": now}
+        )
+        await announce(
+            connection,
+            account_id,
+            NoticeKind.DEVICE_ENROLLED,
+            CUSTOMER,
+            now,
+            device_name=enrolment.device_name,
+        )
+        log.info("device_enrolled", kind="first" if credential is None else "further")
+        return None
 
     def _verify_enrolment(self, token: str, now: int) -> Enrolment:
         # The key that signs an enrolment is the one it registers: read it from the claims,
@@ -308,16 +405,20 @@ class Customers:
         )
 
     async def _store_pin(self, connection: Any, account_id: str, pin: str, now: int) -> None:
+        """The first PIN of an account without one: an insert, never an overwrite (a
+        concurrent first enrolment fails on the key and is rolled back)."""
         value = b64url_encode(pin_verification_value(self.context.keys.pin_key, account_id, pin))
-        row = {
-            "account_id": account_id,
-            "pin_value": value,
-            "failures": 0,
-            "locked": False,
-            "updated_at": now,
-        }
-        update = {key: row[key] for key in ("pin_value", "failures", "locked", "updated_at")}
-        await connection.execute(upsert(connection, store.credentials, row, ["account_id"], update))
+        await store.insert_row(
+            connection,
+            store.credentials,
+            {
+                "account_id": account_id,
+                "pin_value": value,
+                "failures": 0,
+                "locked": False,
+                "updated_at": now,
+            },
+        )
 
     async def active_device(self, kid: str) -> dict[str, Any]:
         async with self.context.database.read() as connection:
@@ -345,7 +446,53 @@ class Customers:
             or auth.body_digest != expected_digest
         ):
             raise SemopsError(E.UNAUTHENTICATED, "the authorisation is for another call")
+        await self._use_once(auth, device["kid"])
         return device
+
+    async def _use_once(self, auth: DeviceAuth, kid: str) -> None:
+        """Spend the authorisation's id; a second use (a captured copy) is `replay`."""
+        try:
+            async with self.context.database.write() as connection:
+                await store.insert_row(
+                    connection,
+                    store.signed_calls,
+                    {
+                        "call_id": AUTH_CALL_PREFIX + auth.auth_id,
+                        "kid": kid,
+                        "code": None,
+                        "expires_at": auth.expires_at,
+                        "created_at": self.context.clock.now(),
+                    },
+                )
+        except IntegrityError:
+            raise SemopsError(E.REPLAY, "this device authorisation was used already") from None
+
+    async def prune_signed_calls(self) -> int:
+        """Forget calls that have expired (a copy of one is refused as expired now)."""
+        async with self.context.database.write() as connection:
+            return await store.prune_signed_calls(connection, self.context.clock.now())
+
+    async def notices(self, account_id: str) -> list[dict[str, Any]]:
+        async with self.context.database.read() as connection:
+            return await account_notices(connection, account_id)
+
+    async def issue_activation_code(self, account_id: str, actor: str) -> dict[str, Any]:
+        """A further activation code for an existing customer, announced to its devices.
+        Enrolling with it proves the account's PIN, unless the account has none. `actor`
+        is CUSTOMER (asked from an enrolled device) or names the bank's operator."""
+        now = self.context.clock.now()
+        code = make_activation_code()
+        async with self.context.database.write() as connection:
+            customer = await store.find_row(connection, store.customers, account_id=account_id)
+            if customer is None:
+                raise SemopsError(E.ACCOUNT_UNKNOWN)
+            await insert_activation_code(connection, code, customer["customer_id"], account_id, now)
+            notice_actor = CUSTOMER if actor == CUSTOMER else OPERATOR
+            await announce(
+                connection, account_id, NoticeKind.ACTIVATION_CODE_ISSUED, notice_actor, now
+            )
+        log.info("activation_code_issued", kind="audit")
+        return {"activation_code": code, "expires_at": now + ACTIVATION_CODE_TTL_S}
 
     async def verify_pin(
         self, account_id: str, pin: str, refusal: dict[str, Any] | None = None
@@ -363,34 +510,60 @@ class Customers:
             )
             if credential is None:
                 raise SemopsError(E.FORBIDDEN, "no PIN is set for this account")
-            result = check_pin(
-                context.keys.pin_key,
-                account_id,
-                pin,
-                b64url_decode(credential["pin_value"]),
-                int(credential["failures"]),
-                bool(credential["locked"]),
-            )
-            if (result.failures, result.locked) != (credential["failures"], credential["locked"]):
-                await store.update_row(
-                    connection,
-                    store.credentials,
-                    account_id,
-                    {
-                        "failures": result.failures,
-                        "locked": result.locked,
-                        "updated_at": context.clock.now(),
-                    },
-                )
-            if result.error is not None and refusal is not None:
+            error = await self._attempt_pin(connection, credential, pin, context.clock.now())
+            if error is not None and refusal is not None:
                 await store.insert_row(
-                    connection, store.order_refusals, refusal | {"code": result.error.code}
+                    connection, store.order_refusals, refusal | {"code": error.code}
                 )
-        if result.error is not None:
-            kind = "locked" if result.locked else "wrong"
-            context.metrics.pin_failures.labels(kind).inc()
-            log.info("pin_refused", code=result.error.code)
-            raise result.error
+        if error is not None:
+            self._count_refusal(error)
+            raise error
+
+    async def _attempt_pin(
+        self, connection: Any, credential: dict[str, Any], pin: str, now: int
+    ) -> SemopsError | None:
+        """Decide one attempt against a locked-for-update credential and store its count;
+        the refusal, if any, is returned for the caller to raise after its commit."""
+        account_id = credential["account_id"]
+        result = check_pin(
+            self.context.keys.pin_key,
+            account_id,
+            pin,
+            b64url_decode(credential["pin_value"]),
+            int(credential["failures"]),
+            bool(credential["locked"]),
+        )
+        if (result.failures, result.locked) != (credential["failures"], credential["locked"]):
+            await store.update_row(
+                connection,
+                store.credentials,
+                account_id,
+                {"failures": result.failures, "locked": result.locked, "updated_at": now},
+            )
+        return result.error
+
+    def _count_refusal(self, error: SemopsError) -> None:
+        kind = "locked" if error.spec is E.PIN_LOCKED else "wrong"
+        self.context.metrics.pin_failures.labels(kind).inc()
+        log.info("pin_refused", code=error.code)
+
+
+async def insert_activation_code(
+    connection: Any, code: str, customer_id: str, account_id: str, now: int
+) -> None:
+    """Store a new code as its digest only; it is shown once to whoever issued it."""
+    await store.insert_row(
+        connection,
+        store.activation_codes,
+        {
+            "code_digest": sha256_b64url(code.encode("ascii")),
+            "customer_id": customer_id,
+            "account_id": account_id,
+            "expires_at": now + ACTIVATION_CODE_TTL_S,
+            "used_at": None,
+            "created_at": now,
+        },
+    )
 
 
 def _device_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -208,15 +208,23 @@ class Processor:
         return None
 
     async def p2p_request(
-        self, account_id: str, amount_minor: int, currency: str, reference: str | None
+        self,
+        account_id: str,
+        amount_minor: int,
+        currency: str,
+        reference: str | None,
+        *,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """A request naming the person as payee; the wallet's key makes a retry return
+        the same request (without one, each call is a new request)."""
         payee = await self.payees.person_payee(account_id)
         return await self.payee.create_request(
             payee,
             amount_minor=amount_minor,
             currency=currency,
             reference=reference,
-            idempotency_key=new_id("p2p"),  # each call is a new request
+            idempotency_key=idempotency_key or new_id("p2p"),
         )
 
     # --- back office ----------------------------------------------------------------------
@@ -294,6 +302,7 @@ class Processor:
     async def _resolve(self) -> None:
         await self.payer.resolve_in_doubt()
         await self.payer.prune_refusals()
+        await self.customers.prune_signed_calls()
         await self.refunds.resolve_in_doubt()
         await self.payee.resolve_stale()
 

@@ -708,13 +708,16 @@ class DeviceAuth(Message):
     """Wallet -> its processor: a device-signed, short-lived authorisation of one call.
 
     Binds the account, the HTTP method and path and (for a body) its digest, and lives a
-    minute or two, so a captured header cannot be used for another call or for long.
+    minute or two, so a captured header cannot be used for another call or for long. Its
+    `auth_id` (made by the wallet) makes it single use: the processor keeps the id
+    until the authorisation expires, so a captured copy cannot be used again either.
     """
 
     MESSAGE_TYPE: ClassVar[str] = "DeviceAuth"
     VALIDITY_MAX_S: ClassVar[int | None] = AUTH_TTL_MAX_S
 
     type: Literal["DeviceAuth"] = "DeviceAuth"
+    auth_id: Id
     account_id: AccountId
     method: Literal["GET", "POST", "DELETE"]
     path: RequestPath

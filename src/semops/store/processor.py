@@ -186,6 +186,37 @@ order_refusals = Table(
     Index("ix_order_refusals_expires", "expires_at"),
 )
 
+# Device-signed calls already seen (DESIGN.md §6 "Every signed call is single use"): the id
+# of every DeviceAuth, and the digest of every Enrolment, kept until that message has
+# expired (afterwards it is refused as expired anyway). A copy sent again meets its row: a
+# DeviceAuth is refused (`replay`), an enrolment that was refused gets the same refusal
+# again, never a second PIN attempt.
+signed_calls = Table(
+    "signed_calls",
+    metadata,
+    Column("call_id", String(80), primary_key=True),  # "auth:<auth_id>" | "enrolment:<digest>"
+    Column("kid", String(64), nullable=False),  # the device key that signed it
+    Column("code", String(64), nullable=True),  # a refused enrolment's error code
+    Column("expires_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_signed_calls_expires", "expires_at"),
+)
+
+# What happened to an account's credentials, told to the account's devices (DESIGN.md §6):
+# a code to add a device was issued, a device was added or revoked, the PIN was reset. A
+# customer whose activation code leaked sees it here on the phone they still hold.
+account_notices = Table(
+    "account_notices",
+    metadata,
+    Column("notice_id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", String(34), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(16), nullable=False),  # customer | operator
+    Column("device_name", String(40), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_account_notices_account", "account_id", "notice_id"),
+)
+
 refunds_in = Table(
     "refunds_in",
     metadata,
@@ -509,6 +540,48 @@ async def prune_order_refusals(connection: AsyncConnection, before: int) -> int:
     """Forget refusals of orders that expired before `before`; returns how many."""
     result = await connection.execute(
         delete(order_refusals).where(order_refusals.c.expires_at < before)
+    )
+    return int(result.rowcount or 0)
+
+
+async def prune_signed_calls(connection: AsyncConnection, before: int) -> int:
+    """Forget device-signed calls that expired before `before`; returns how many."""
+    result = await connection.execute(
+        delete(signed_calls).where(signed_calls.c.expires_at < before)
+    )
+    return int(result.rowcount or 0)
+
+
+async def notices_of(
+    connection: AsyncConnection, account_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """An account's notices, newest first."""
+    result = await connection.execute(
+        select(account_notices)
+        .where(account_notices.c.account_id == account_id)
+        .order_by(account_notices.c.notice_id.desc())
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def reset_credentials(connection: AsyncConnection, account_id: str, now: int) -> int:
+    """Remove the account's PIN, revoke its devices and void its unused activation codes,
+    so that only a new activation code can set a PIN again; returns the devices revoked."""
+    await connection.execute(delete(credentials).where(credentials.c.account_id == account_id))
+    await connection.execute(
+        update(activation_codes)
+        .where(
+            activation_codes.c.account_id == account_id,
+            activation_codes.c.used_at.is_(None),
+            activation_codes.c.expires_at > now,
+        )
+        .values(expires_at=now)
+    )
+    result = await connection.execute(
+        update(devices)
+        .where(devices.c.account_id == account_id, devices.c.status == "active")
+        .values(status="revoked", revoked_at=now)
     )
     return int(result.rowcount or 0)
 

@@ -319,11 +319,14 @@ def device_auth_header(
     method: str,
     path: str,
     now: int,
+    auth_entropy: bytes,
     body: bytes | None = None,
 ) -> str:
-    """`SEMOPS-Device <JWS>` authorising one call (method, path, body digest) for a minute."""
+    """`SEMOPS-Device <JWS>` authorising one call (method, path, body digest) once, within
+    a minute; `auth_entropy` (ID_RANDOM_BYTES fresh random bytes) makes its single-use id."""
     auth = DeviceAuth.model_validate(
         {
+            "auth_id": make_id(IdKind.DEVICE_AUTH, auth_entropy),
             "account_id": account_id,
             "method": method,
             "path": path,

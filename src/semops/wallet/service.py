@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from semops.core.clock import Clock
 from semops.core.errors import E, SemopsError
+from semops.core.ids import IdKind, make_id
 from semops.core.limits import (
     ID_RANDOM_BYTES,
     KEY_SEED_BYTES,
@@ -62,6 +63,7 @@ ENROL_PATH: Final = "/v1/wallet/enrol"
 ORDERS_PATH: Final = "/v1/wallet/orders"
 BALANCE_PATH: Final = "/v1/wallet/balance"
 HISTORY_PATH: Final = "/v1/wallet/history"
+NOTICES_PATH: Final = "/v1/wallet/notices"
 REQUESTS_PATH: Final = "/v1/wallet/requests"
 # Errors after which the directory is fetched again once: keys rotate, processors join.
 _STALE_DIRECTORY: Final = frozenset(
@@ -400,6 +402,7 @@ class Wallet:
             method=method,
             path=path,
             now=self.clock.now(),
+            auth_entropy=self._entropy(ID_RANDOM_BYTES),
             body=body,
         )
         return {"Authorization": header}
@@ -424,6 +427,11 @@ class Wallet:
     async def history(self) -> dict[str, Any]:
         return await self._read(HISTORY_PATH)
 
+    async def notices(self) -> dict[str, Any]:
+        """What happened to the account's credentials (codes issued, devices added or
+        revoked, PIN reset), newest first: a leaked activation code shows up here."""
+        return await self._read(NOTICES_PATH)
+
     # --- being paid (P2P) ---------------------------------------------------------------
 
     async def request_payment(
@@ -436,7 +444,12 @@ class Wallet:
         The device signature covers the exact body bytes (aiohttp sends `json.dumps`)."""
         check_payment_amount(amount_minor)
         enrolled = self.store.require_enrolment()
-        document: dict[str, Any] = {"amount_minor": amount_minor, "currency": currency}
+        # A client-made key: a retry after a lost answer gets the same request back.
+        document: dict[str, Any] = {
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "idempotency_key": make_id(IdKind.MESSAGE, self._entropy(ID_RANDOM_BYTES)),
+        }
         if reference is not None:
             document["reference"] = reference
         body = json.dumps(document).encode("utf-8")

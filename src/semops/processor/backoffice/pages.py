@@ -2,8 +2,9 @@
 
 Thin, like app.py: each route checks the session (and, for a POST, its CSRF token), reads
 through `queries` or calls the processor's existing operator actions, and renders a Jinja2
-template. The actions are the admin API's own (unlock a PIN credential, revoke a device),
-audited by `AuditedCustomers` with this session's actor.
+template. The actions are the admin API's own (unlock a PIN credential, revoke a device,
+issue an activation code, reset a PIN), audited by `AuditedCustomers` with this session's
+actor. An activation code is shown once, as a flash of the page the action returns to.
 
 Every answer carries a Content-Security-Policy that allows no script at all and styles
 only from this origin, plus no-store, nosniff and no-referrer: the pages hold customers'
@@ -548,6 +549,47 @@ def _add_actions(router: APIRouter, office: BackOffice) -> None:
             f"PIN of account {account_id} unlocked: the customer may pay again.{written}",
         )
         return office.redirect("/credentials")
+
+    @router.post("/accounts/{account_id}/activation-codes")
+    @office.readable
+    async def activation_code(request: Request, account_id: str) -> Response:
+        """A further code for a customer's new phone; enrolling with it proves the PIN."""
+        session, _ = await office.posted(request)
+        account_id = _checked(account_id, _ACCOUNT_ID, "account")
+        issued = await office.customers.issue_activation_code(account_id, session.actor)
+        log.info("backoffice_activation_code_issued", session=session.ref)
+        session.flash("code", issued["activation_code"])
+        session.flash(
+            "status",
+            "Activation code issued (shown once, valid 24 hours). Give it to the customer "
+            "out of band; their enrolled devices are told a code was issued, and enrolling "
+            "with it needs their PIN.",
+        )
+        return office.redirect(f"/accounts/{quote(account_id, safe='')}")
+
+    @router.post("/accounts/{account_id}/reset")
+    @office.readable
+    async def reset(request: Request, account_id: str) -> Response:
+        """Reset the PIN: every device revoked, a new code; the customer enrols again."""
+        session, fields = await office.posted(request)
+        account_id = _checked(account_id, _ACCOUNT_ID, "account")
+        if fields.get("confirm") != "yes":
+            session.flash(
+                "alert",
+                "Nothing was reset: tick the box to confirm you have checked the customer's "
+                "identity.",
+            )
+            return office.redirect(f"/accounts/{quote(account_id, safe='')}")
+        reset = await office.customers.reset_credentials(account_id, actor=session.actor)
+        log.info("backoffice_credential_reset", session=session.ref)
+        session.flash("code", reset["activation_code"])
+        session.flash(
+            "status",
+            f"PIN reset: {reset['devices_revoked']} device(s) revoked. The customer enrols "
+            "again with the activation code below (shown once, valid 24 hours) and chooses "
+            "a new PIN. The audit log records the reset with your session.",
+        )
+        return office.redirect(f"/accounts/{quote(account_id, safe='')}")
 
     @router.post("/devices/{kid}/revoke")
     @office.readable

@@ -29,7 +29,13 @@ SEARCH_MAX_CHARS: Final = 40
 # Audit entries shown on the audit page, newest first.
 AUDIT_ROWS: Final = 50
 # The kinds of audit entry that record an operator's action.
-OPERATOR_AUDIT_KINDS: Final = ("credential_unlocked", "device_revoked", "merchant_created")
+OPERATOR_AUDIT_KINDS: Final = (
+    "credential_unlocked",
+    "credential_reset",
+    "activation_code_issued",
+    "device_revoked",
+    "merchant_created",
+)
 _LIKE_ESCAPE: Final = "\\"
 _REFUND_IN_STATES: Final = ("pending", "credited", "aborted", "rejected")
 

@@ -9,8 +9,10 @@ code. The revocation is audited with the customer as the actor.
 Adding a device: an enrolled device may ask for a fresh activation code for its own account
 (a new phone, a second browser). Possession alone is not enough: the call carries a PIN
 block sealed to the processor and bound to the digest of the call's other claims, exactly
-as an order's, and the PIN attempt counts towards the lockout like any other. The code is
-shown once, stored only as its digest, and expires like a back-office code.
+as an order's, and the PIN attempt counts towards the lockout like any other (once: the
+call's device authorisation is single use). The code is shown once, stored only as its
+digest, expires like a back-office code and is announced to the account's devices; the new
+device must prove the same PIN again when it enrols with it.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ from typing import Any, Final
 
 import structlog
 
-from semops.core.encoding import digest_of, sha256_b64url
+from semops.core.encoding import digest_of
 from semops.core.errors import E, SemopsError
-from semops.core.limits import ACTIVATION_CODE_TTL_S, ADMIN_LIST_MAX, AUTH_TTL_MAX_S
+from semops.core.limits import ADMIN_LIST_MAX, AUTH_TTL_MAX_S
 from semops.crypto import open_pin_block
-from semops.processor.enrolment import make_activation_code
+from semops.processor.notices import CUSTOMER, NoticeKind, announce
 from semops.processor.service import Processor
 from semops.protocol.replay import check_fresh
 from semops.store import processor as store
 
 log = structlog.get_logger("semops.processor")
 
-CUSTOMER_ACTOR: Final = "customer"
+CUSTOMER_ACTOR: Final = CUSTOMER
 REVOKED: Final = "revoked"
 
 
@@ -67,6 +69,14 @@ async def revoke_own_device(processor: Processor, account_id: str, kid: str) -> 
                 connection, store.devices, kid, {"status": REVOKED, "revoked_at": now}
             )
             device = {**device, "status": REVOKED, "revoked_at": now}
+            await announce(
+                connection,
+                account_id,
+                NoticeKind.DEVICE_REVOKED,
+                CUSTOMER_ACTOR,
+                now,
+                device_name=device["device_name"],
+            )
     if changed:
         log.warning("device_revoked_by_customer", kind="audit")
         await processor.audit.record(
@@ -94,28 +104,8 @@ async def new_activation_code(
     pin = open_pin_block(claims["pin_block"], keys.enc_key, bound)
     await processor.customers.verify_pin(account_id, pin)
     del pin  # verified in memory and dropped (DESIGN.md §6)
-    code = make_activation_code()
-    async with processor.context.database.write() as connection:
-        customer = await store.find_row(connection, store.customers, account_id=account_id)
-        if customer is None:
-            raise SemopsError(E.ACCOUNT_UNKNOWN)
-        await store.insert_row(
-            connection,
-            store.activation_codes,
-            {
-                "code_digest": sha256_b64url(code.encode("ascii")),
-                "customer_id": customer["customer_id"],
-                "account_id": account_id,
-                "expires_at": now + ACTIVATION_CODE_TTL_S,
-                "used_at": None,
-                "created_at": now,
-            },
-        )
-    log.info("activation_code_issued_to_customer", kind="audit")
-    await processor.audit.record(
-        "activation_code_issued", CUSTOMER_ACTOR, {"account_id": account_id}
-    )
-    return {"activation_code": code, "expires_at": now + ACTIVATION_CODE_TTL_S}
+    issued = await processor.customers.issue_activation_code(account_id, CUSTOMER_ACTOR)
+    return issued  # audited, with the customer as the actor, by AuditedCustomers
 
 
 __all__ = ["account_devices", "device_view", "new_activation_code", "revoke_own_device"]

@@ -2,7 +2,8 @@
 //
 // "Signed in" means this browser holds an enrolled device key (store.js); there is no
 // password. Every call that reads or changes the account carries a DeviceAuth header
-// signed by that key, bound to the method, path and body digest and living a minute.
+// signed by that key, bound to the method, path and body digest, living a minute and used
+// once (its id is single use at the processor, so a captured header cannot be sent again).
 // Orders and enrolments are signed messages with the PIN sealed to the processor, bound
 // to their digest. Answers become one of: a checked receipt, a readable refusal, or
 // "pending" with a way to ask again; never a silent failure.
@@ -182,6 +183,8 @@ async function deviceAuth(device, method, path, bytes) {
   const claims = {
     v: 1,
     type: "DeviceAuth",
+    // Single use: the processor refuses a second call with the same id.
+    auth_id: jose.randomId("da"),
     account_id: device.account_id,
     method,
     path,
@@ -352,11 +355,41 @@ async function homePage() {
     const balance = await callJson("GET", "/v1/wallet/balance", { device });
     $("balance").textContent = formatAmount(balance.available_minor, balance.currency);
     say("Balance up to date.");
+    showNotices((await callJson("GET", "/v1/wallet/notices", { device })).notices);
   } catch (error) {
     await forgetIfRevoked(error);
     say("");
     fail(error);
   }
+}
+
+// What changed on the account's credentials recently: a code issued or a device added that
+// the customer did not ask for is how a leaked code or a tricked bank shows up.
+const NOTICE_RECENT_S = 14 * 24 * 60 * 60;
+const NOTICE_TEXTS = {
+  activation_code_issued: (who) => `${who} issued a code to add a device to your account.`,
+  device_enrolled: (who, name) => `A new device was added to your account: ${name}.`,
+  device_revoked: (who, name) => `${who} revoked the device ${name}.`,
+  credential_reset: (who) => `${who} reset your PIN and revoked your devices.`,
+  credential_unlocked: (who) => `${who} unlocked your PIN.`,
+};
+
+function noticeText(notice) {
+  const who = notice.actor === "operator" ? PROCESSOR_NAME : "You";
+  const text = NOTICE_TEXTS[notice.kind];
+  return text ? text(who, notice.device_name || "a device") : notice.kind;
+}
+
+function showNotices(notices) {
+  const recent = (notices || []).filter((notice) => notice.created_at >= nowS() - NOTICE_RECENT_S);
+  const list = $("notice-list");
+  list.replaceChildren();
+  for (const notice of recent) {
+    const item = document.createElement("li");
+    item.textContent = `${formatTime(notice.created_at)}: ${noticeText(notice)}`;
+    list.append(item);
+  }
+  show("notices", recent.length > 0);
 }
 
 // --- paying ------------------------------------------------------------------------------
@@ -638,15 +671,19 @@ function showStep(step) {
 
 function showReview(verified) {
   const request = verified.request;
+  // The name next to the id and the bank that vouches for both: a look-alike name cannot
+  // pass for another payee's (DESIGN.md §6).
+  const payee = `${request.payee_name} (${request.payee_id}, ${verified.processorName})`;
   $("review-payee").textContent = request.payee_name;
+  $("review-payee-id").textContent = request.payee_id;
   $("review-amount").textContent = formatAmount(request.amount_minor, request.currency);
   $("review-reference").textContent = request.reference || "—";
   $("review-processor").textContent = verified.processorName;
   $("review-expires").textContent = formatTime(request.expires_at);
   $("pin-amount").textContent = formatAmount(request.amount_minor, request.currency);
-  $("pin-payee").textContent = request.payee_name;
+  $("pin-payee").textContent = payee;
   showStep("step-review");
-  say(`Check the payee and the amount: ${request.payee_name}, ${formatAmount(request.amount_minor, request.currency)}.`);
+  say(`Check the payee and the amount: ${payee}, ${formatAmount(request.amount_minor, request.currency)}.`);
 }
 
 function showReceipt(receipt) {
@@ -963,7 +1000,12 @@ async function requestPage() {
     try {
       const amountMinor = parseAmount($("request-amount").value, device.currency);
       const reference = $("request-reference").value.trim();
-      const document_ = { amount_minor: amountMinor, currency: device.currency };
+      // A key made here: the same request comes back if this one is sent again.
+      const document_ = {
+        amount_minor: amountMinor,
+        currency: device.currency,
+        idempotency_key: jose.randomId("ms"),
+      };
       if (reference) document_.reference = reference;
       say("Creating the payment request…");
       const created = await callJson("POST", "/v1/wallet/requests", { device, json: document_ });
