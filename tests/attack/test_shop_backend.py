@@ -33,7 +33,7 @@ from sqlalchemy import text
 from semops.crypto import KeyUse, derive_key, derive_private_key, read_unverified_claims
 from semops.crypto.pki import certificate_pem, issue_party_certificate, make_root_ca
 from semops.devnet.actors import Customer, balance, create_merchant
-from semops.devnet.demo import merchant_trust_args
+from semops.devnet.demo import merchant_backend, merchant_trust_args
 from semops.devnet.processes import ServiceProcess, free_port
 from semops.merchant.service import KEYS_REFRESH_MIN_S
 from semops.protocol import DirectoryKey, OrderState, PaymentNotice, PaymentRequest, parse_claims
@@ -269,29 +269,53 @@ def test_a_merchant_backend_without_a_credential_refuses_to_start(
     assert not (tmp_path / "shop" / f"{SHOP_Y}.db").exists()  # refused before anything
 
 
-def test_an_order_id_alone_gives_no_refund_and_no_order_list(scene: Scene) -> None:
-    y = _y(scene)
-    order = _paid(y, SHOP_Y_AUTH, scene.customer("mno-b", 5_000), "8.00")
-    customer_view = _call("GET", f"{y}/v1/orders/{order['order_id']}").json()
-    # What the paying customer's checkout shows, and nothing of the shop's own records.
+@pytest.fixture
+def up_shop(scene: Scene) -> Iterator[tuple[str, dict[str, str]]]:
+    """The merchant backend exactly as `semops up` starts it (devnet.demo.merchant_backend),
+    and the header its owner uses (no header if it was started without a credential)."""
+    name = f"cafe-up-{secrets.token_hex(3)}"
+    port = scene.layout.ports["merchant"]
+    shop = create_merchant(
+        scene.network, "mno-b", name, "Cafe Up", f"http://127.0.0.1:{port}/v1/notices"
+    )
+    folder = scene.data_dir / "merchants" / name
+    write_secret(folder / "processor-api-key", shop.api_key.encode())
+    process = merchant_backend(scene.network, name, "mno-b")
+    try:
+        process.start()
+        process.wait_ready()
+        token_file = folder / "api-token"
+        token = token_file.read_text().strip() if token_file.exists() else None
+        yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"} if token else {}
+    finally:
+        process.stop()
+
+
+def test_an_order_id_alone_gives_no_refund_and_no_order_list(
+    scene: Scene, up_shop: tuple[str, dict[str, str]]
+) -> None:
+    url, owner = up_shop
+    order = _paid(url, owner, scene.customer("mno-b", 5_000), "8.00")
+    before = scene.quiet()
+    # The paying customer, with the order id from the checkout link, and no token.
+    for auth in ({}, {"Authorization": "Bearer guessed-token-000000000000"}):
+        refund = _refund(url, order["order_id"], {"amount": "6.00"}, "ik_customer-attack-1", auth)
+        assert refund.status_code == 401, refund.text
+        assert refund.json()["code"] == "unauthenticated"
+        listing = _call("GET", f"{url}/v1/orders", headers=auth)
+        assert listing.status_code == 401, listing.text
+        made = _call("POST", f"{url}/v1/orders", {"amount": "1.00", "currency": "EUR"}, auth)
+        assert made.status_code == 401, made.text
+    pages = _call("GET", f"{url}/shop/orders")
+    assert pages.status_code == 303 and pages.headers["location"].startswith("/login")
+    scene.assert_unchanged(before)
+    # What the customer may read: what the checkout shows, nothing of the shop's records.
+    customer_view = _call("GET", f"{url}/v1/orders/{order['order_id']}").json()
     assert customer_view["state"] == "paid" and customer_view["notice"]
     for private in ("refunds", "idempotency_key", "refunded_minor", "request_id"):
         assert private not in customer_view, private
-    status = _call("GET", f"{y}/v1/orders/{order['order_id']}/status").json()
+    status = _call("GET", f"{url}/v1/orders/{order['order_id']}/status").json()
     assert "refunded" not in status and "idempotency_key" not in status
-    before = scene.quiet()
-
-    for auth in ({}, {"Authorization": "Bearer guessed-token-000000000000"}):
-        refund = _refund(y, order["order_id"], {"amount": "6.00"}, "ik_customer-attack-1", auth)
-        assert refund.status_code == 401, refund.text
-        assert refund.json()["code"] == "unauthenticated"
-        listing = _call("GET", f"{y}/v1/orders", headers=auth)
-        assert listing.status_code == 401, listing.text
-        made = _call("POST", f"{y}/v1/orders", {"amount": "1.00", "currency": "EUR"}, auth)
-        assert made.status_code == 401, made.text
-    pages = _call("GET", f"{y}/shop/orders")
-    assert pages.status_code == 303 and pages.headers["location"].startswith("/login")
-    scene.assert_unchanged(before)
 
 
 # --- M1: one refund per Idempotency-Key ---------------------------------------------------
