@@ -28,9 +28,11 @@ from semops.devnet.actors import (
     enrol,
     request_payment,
 )
+from semops.devnet.demo import merchant_trust_args
 from semops.devnet.network import PROCESSORS, ROUTER_ID, Layout, Network, new_layout
 from semops.devnet.pki import ensure_pki
 from semops.devnet.processes import ServiceProcess, free_port
+from semops.service.files import write_secret
 from semops.service.tls import TlsFiles
 from tests.attack.flows import Routed, refund_of, routed_payment
 from tests.attack.state import Snapshot, database_url, differences, settled
@@ -41,6 +43,9 @@ PIN: Final = "4821"
 DEPOSIT_MINOR: Final = 50_000
 SHOP_Y: Final = "shop-y"
 SHOP_Y_SERVICE: Final = f"merchants/{SHOP_Y}"
+# shop-y's backend API token (its order API and shop sign-in), and the header that uses it.
+SHOP_Y_TOKEN: Final = "shop-y-backend-token-6c1f0a9e53d2b7"
+SHOP_Y_AUTH: Final = {"Authorization": f"Bearer {SHOP_Y_TOKEN}"}
 _PROCESSOR_IDS: Final = tuple(processor_id for processor_id, _, _ in PROCESSORS)
 
 
@@ -163,6 +168,8 @@ def _start_shop_y(scene: Scene) -> None:
     key_file = folder / "processor-api-key"
     key_file.write_text(shop.api_key)
     os.chmod(key_file, 0o600)
+    token_file = folder / "api-token"
+    write_secret(token_file, SHOP_Y_TOKEN.encode())
     db_url = scene.layout.db_urls.get(SHOP_Y_SERVICE)
     process = ServiceProcess(
         name=SHOP_Y,
@@ -179,6 +186,9 @@ def _start_shop_y(scene: Scene) -> None:
             str(port),
             "--api-key-file",
             str(key_file),
+            "--api-token-file",
+            str(token_file),
+            *merchant_trust_args(scene.network, "mno-b"),
             *(["--db", db_url] if db_url else []),
         ],
         output=folder / "logs" / "stdout.log",

@@ -30,7 +30,7 @@ from tests.attack.attacker import (
     to_wallet_port,
     verified,
 )
-from tests.attack.conftest import PIN, SHOP_Y, Scene
+from tests.attack.conftest import PIN, SHOP_Y, SHOP_Y_AUTH, Scene
 from tests.attack.flows import Routed, refund_of, routed_payment
 from tests.attack.state import differences
 
@@ -224,7 +224,9 @@ def test_a_notice_delivered_again_or_to_another_merchant_changes_nothing(
     tap = scene.tap
     y_url = _shop_y_url(scene)
     # shop-y's own order, paid by bob; its backend hears the notice by webhook.
-    with_y = post_json(y_url + "/v1/orders", {"amount": "4.50", "currency": "EUR"})
+    with_y = post_json(
+        y_url + "/v1/orders", {"amount": "4.50", "currency": "EUR"}, headers=SHOP_Y_AUTH
+    )
     outcome = pay(scene.people["bob"], with_y["token"])
     assert outcome.state is OrderState.COMPLETED
     order_url = f"{y_url}/v1/orders/{with_y['order_id']}"
@@ -319,8 +321,8 @@ def test_expired_captures_are_refused_and_change_nothing(scene: Scene, early: Ro
 # --- small HTTP helpers -------------------------------------------------------------------
 
 
-def post_json(url: str, body: Any) -> Any:
-    response = httpx.post(url, json=body, timeout=30)
+def post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    response = httpx.post(url, json=body, headers=headers, timeout=30)
     assert response.status_code < 300, response.text
     return response.json()
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 from semops.cli import app
 from semops.cli import pki as cli_pki
-from semops.crypto import pki
+from semops.crypto import pki, public_jwk, thumbprint
 
 runner = CliRunner()
 SEMOPS = Path(sys.executable).parent / "semops"
@@ -338,6 +338,8 @@ def test_show_prints_subject_names_validity_and_fingerprint(ca_dir: Path) -> Non
     assert "IP:127.0.0.1" in result.stdout
     assert cert.not_valid_after_utc.isoformat() in result.stdout
     assert pki.certificate_fingerprint(cert) in result.stdout
+    # The pin `semops merchant serve --processor-key-pin` takes: the key's RFC 7638 thumbprint.
+    assert thumbprint(public_jwk(cert.public_key())) in result.stdout  # type: ignore[arg-type]
 
 
 def test_show_garbage_is_a_clean_failure(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from schemathesis import Case
 from semops.audit.chain import CHECKPOINT_KIND
 from semops.core.errors import lookup
 from semops.devnet.actors import Customer, Merchant, create_customer, create_merchant, enrol
+from semops.devnet.demo import merchant_trust_args
 from semops.devnet.network import PROCESSORS, ROUTER_ID, Network, new_layout
 from semops.devnet.processes import ServiceProcess
 from semops.service.files import write_secret
@@ -296,6 +297,7 @@ class FuzzNetwork:
                 str(port),
                 "--api-token-file",
                 str(folder / "api-token"),
+                *merchant_trust_args(self.network, BANK),
                 *(["--db", db] if db else []),
             ],
             output=folder / "logs" / "stdout.log",

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from semops.core.errors import E, SemopsError
 from semops.core.ids import IdKind, make_id
-from semops.crypto import KeyUse, PrivateKey, condition_for, derive_key, make_fulfilment
+from semops.crypto import (
+    KeyUse,
+    PrivateKey,
+    condition_for,
+    derive_key,
+    derive_private_key,
+    make_fulfilment,
+)
+from semops.crypto.pki import certificate_pem, issue_party_certificate, make_root_ca
 from semops.merchant.processor_api import ProcessorAnswer
+from semops.merchant.trust import ProcessorTrust, certificate_key_record
 from semops.protocol import DirectoryKey, PaymentNotice, PaymentRequest, sign
 
 PROCESSOR = "mno-b"
@@ -38,6 +48,26 @@ class Entropy:
 
 SIGN_KEY = derive_key(PROCESSOR, KeyUse.SIGN, seed("processor"))
 ROGUE_KEY = derive_key("bank-z", KeyUse.SIGN, seed("rogue"))
+ROOT_KEY = derive_private_key(seed("scheme root"))
+
+
+class SchemePki:
+    """A scheme root and the processor's signing certificate, made at the clock's time."""
+
+    def __init__(self, now: int, sign_key: PrivateKey = SIGN_KEY, root_key: Any = ROOT_KEY) -> None:
+        at = datetime.fromtimestamp(now, UTC)
+        self.root = make_root_ca(root_key, "SEMOPS test root", at, 1)
+        self.certificate = issue_party_certificate(
+            root_key, self.root, sign_key.key.public_key(), sign_key.owner, "processor", at, 2
+        )
+
+    def keys_document(self) -> dict[str, Any]:
+        record = certificate_key_record(PROCESSOR, self.certificate)
+        return {
+            "processor_id": PROCESSOR,
+            "signing_key": DirectoryKey.from_record(record).model_dump(mode="json"),
+            "signing_certificate": certificate_pem(self.certificate).decode("ascii"),
+        }
 
 
 def _answer(document: Any, status: int = 200) -> ProcessorAnswer:
@@ -64,12 +94,15 @@ class FakeMerchantProcessor:
         self.refund_state = "completed"
         self.refunds: dict[str, dict[str, Any]] = {}
         self.key_fetches = 0
-        self.keys_document: Any = {
-            "processor_id": PROCESSOR,
-            "signing_key": self.key_record(SIGN_KEY),
-        }
+        self.pki = SchemePki(clock.now())
+        self.keys_document: Any = self.pki.keys_document()
         self.before_create: Any = None
         self.counter = 0
+
+    @property
+    def trust(self) -> ProcessorTrust:
+        """What the merchant backend is set up with: the scheme root and this processor."""
+        return ProcessorTrust(PROCESSOR, self.pki.root)
 
     @staticmethod
     def key_record(key: PrivateKey) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from semops.merchant.checkout import render_checkout, status_text
 
-from .fakes import SIGN_KEY, FakeMerchantProcessor, seed
+from .fakes import SchemePki, seed
 from .test_service import ORDER, Shop, scenario
 
 PAYER_DATA = ("bank-a", "alice", "payer", "ACC-", "+4917")
@@ -145,13 +145,8 @@ def test_a_rotated_processor_key_is_fetched_again(tmp_path: Path) -> None:
         first = await shop.order()
         assert (await shop.notify(shop.processor.notice(first["request_id"]))).status_code == 200
         new_key = derive_key("mno-b", KeyUse.SIGN, seed("rotated"))
-        shop.processor.keys_document = {
-            "processor_id": "mno-b",
-            "keys": [
-                FakeMerchantProcessor.key_record(SIGN_KEY),
-                FakeMerchantProcessor.key_record(new_key),
-            ],
-        }
+        # The processor's new key comes with its new certificate from the same scheme root.
+        shop.processor.keys_document = SchemePki(shop.clock.now(), new_key).keys_document()
         second = await shop.order(dict(ORDER, reference="INV-2"))
         shop.clock.advance(60)
         response = await shop.notify(shop.processor.notice(second["request_id"], key=new_key))

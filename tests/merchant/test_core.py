@@ -27,7 +27,7 @@ from semops.merchant.core import (
     refund_amount,
     refund_event,
 )
-from semops.merchant.service import key_records_from
+from semops.merchant.trust import key_records_from
 from semops.protocol import PaymentNotice, PaymentRequest
 
 from .fakes import SIGN_KEY, FakeMerchantProcessor, entropy, seed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ from semops.core.clock import FixedClock
 from semops.core.errors import E
 from semops.merchant.app import create_merchant_app
 from semops.merchant.events import StreamLimits
-from semops.merchant.pages import SESSION_COOKIE, SESSION_TTL_S
+from semops.merchant.pages import SESSION_COOKIE, SESSION_TTL_S, SESSIONS_MAX
 from semops.merchant.service import MerchantService, MerchantSettings
+from semops.merchant.sessions import ShopSessions
+from semops.service.throttle import LOGIN_FAILURES_MAX, LOGIN_WINDOW_S
+from semops.store import merchant as store
 from semops.store.db import Database, sqlite_url
 from semops.store.migrate import upgrade
 from tests.databases import BACKENDS, PostgresDatabases, postgres_or_skip
@@ -60,7 +64,7 @@ class Shop:
         return dict(response.json())
 
     def get(self, order_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/v1/orders/{order_id}")
+        response = self.http.get(f"/v1/orders/{order_id}", headers=BEARER)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
@@ -75,6 +79,15 @@ class Shop:
         view = self.order(body)
         self.notify(view["request_id"])
         return self.get(view["order_id"])
+
+    def refund_form(self, order_id: str, data: dict[str, Any], **headers: str) -> httpx.Response:
+        """A refund form as the orders page renders it: with a key of its own."""
+        key = f"ik_form_{len(self.processor.bodies):04d}_{secrets.token_hex(4)}"
+        return self.http.post(
+            f"/shop/orders/{order_id}/refunds",
+            data={"idempotency_key": key, **data},
+            headers=headers or self.origin,
+        )
 
     def sign_in(self) -> None:
         response = self.http.post(
@@ -114,7 +127,13 @@ def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Shop]:
             merchant_id=MERCHANT, data_dir=tmp_path, processor_url="http://processor.test"
         )
         made["service"] = MerchantService(
-            settings, database, processor, API_KEY, clock, Entropy(request.param)
+            settings,
+            database,
+            processor,
+            API_KEY,
+            clock,
+            Entropy(request.param),
+            trust=processor.trust,
         )
         return create_merchant_app(made["service"], TOKEN, QUICK)
 
@@ -194,12 +213,16 @@ def test_the_order_list_refuses_what_is_out_of_bounds(shop: Shop) -> None:
 def test_the_order_list_shows_what_may_still_be_refunded(shop: Shop) -> None:
     paid = shop.paid_order()
     response = shop.http.post(
-        f"/v1/orders/{paid['order_id']}/refunds", json={"amount": "4.00"}, headers=BEARER
+        f"/v1/orders/{paid['order_id']}/refunds",
+        json={"amount": "4.00"},
+        headers={**BEARER, "Idempotency-Key": "ik_list_refund_1"},
     )
     assert response.status_code == 200, response.text
     shop.processor.refund_state = "sent"  # the next refund is still on its way
     response = shop.http.post(
-        f"/v1/orders/{paid['order_id']}/refunds", json={"amount": "1.50"}, headers=BEARER
+        f"/v1/orders/{paid['order_id']}/refunds",
+        json={"amount": "1.50"},
+        headers={**BEARER, "Idempotency-Key": "ik_list_refund_2"},
     )
     assert response.status_code == 200, response.text
     [summary] = shop.http.get("/v1/orders", headers=BEARER).json()["orders"]
@@ -360,6 +383,82 @@ def test_the_staff_pages_need_the_token(shop: Shop) -> None:
     assert shop.http.get("/shop/orders").status_code == 303
 
 
+def test_logout_ends_the_session_on_the_server_at_once(shop: Shop) -> None:
+    shop.sign_in()
+    copied = shop.http.cookies[SESSION_COOKIE]
+    assert shop.http.get("/shop/orders").status_code == 200
+    assert shop.http.post("/logout", headers=shop.browser).status_code == 303
+    with httpx.Client(base_url=shop.url, timeout=10) as other:
+        other.cookies.set(SESSION_COOKIE, copied)
+        assert other.get("/shop/orders").status_code == 303  # the copy died with the session
+        assert other.get("/v1/orders").status_code == 401
+    assert shop.server.call(_session_count(shop)) == 0
+
+
+async def _session_count(shop: Shop) -> int:
+    async with shop.service.database.read() as connection:
+        result = await connection.execute(store.sessions.select())
+        return len(result.all())
+
+
+def test_a_session_keeps_no_credential_and_ends_with_its_token(shop: Shop) -> None:
+    shop.sign_in()
+    cookie = shop.http.cookies[SESSION_COOKIE]
+
+    async def stored() -> list[dict[str, Any]]:
+        async with shop.service.database.read() as connection:
+            result = await connection.execute(store.sessions.select())
+            return [dict(row) for row in result.mappings()]
+
+    (row,) = shop.server.call(stored())
+    assert cookie not in json.dumps(row) and TOKEN not in json.dumps(row)
+    assert row["expires_at"] == NOW + SESSION_TTL_S
+    rotated = ShopSessions(shop.service.database, shop.clock, "a-new-token-after-rotation")
+    assert not shop.server.call(rotated.live(cookie))
+    assert shop.server.call(ShopSessions(shop.service.database, shop.clock, TOKEN).live(cookie))
+
+
+def test_signing_in_again_and_again_keeps_a_bounded_number_of_sessions(shop: Shop) -> None:
+    sessions = ShopSessions(shop.service.database, shop.clock, TOKEN)
+    cookies = [shop.server.call(sessions.open()) for _ in range(SESSIONS_MAX + 5)]
+    assert shop.server.call(_session_count(shop)) == SESSIONS_MAX
+    assert shop.server.call(sessions.live(cookies[-1]))
+
+
+def test_the_sign_in_is_throttled_per_address(shop: Shop) -> None:
+    for attempt in range(LOGIN_FAILURES_MAX):
+        wrong = shop.http.post("/login", data={"token": f"guess-{attempt}"}, headers=shop.origin)
+        assert wrong.status_code == 401
+    blocked = shop.http.post("/login", data={"token": TOKEN}, headers=shop.origin)
+    assert blocked.status_code == 429
+    assert "Too many wrong tokens" in blocked.text and SESSION_COOKIE not in shop.http.cookies
+    shop.clock.advance(LOGIN_WINDOW_S)
+    shop.sign_in()  # the window is over
+
+
+def test_a_refund_form_sent_twice_refunds_once(shop: Shop) -> None:
+    shop.sign_in()
+    paid = shop.paid_order()
+    page = shop.http.get("/shop/orders").text
+    (key,) = re.findall(r'name="idempotency_key" value="([^"]+)"', page)
+    form = {"amount": "2.00", "mode": "amount", "idempotency_key": key}
+    path = f"/shop/orders/{paid['order_id']}/refunds"
+    first = shop.http.post(path, data=form, headers=shop.browser)
+    second = shop.http.post(path, data=form, headers=shop.browser)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    order = shop.get(paid["order_id"])
+    assert [r["amount_minor"] for r in order["refunds"]] == [200]
+    keyless = shop.http.post(path, data={"amount": "1.00", "mode": "amount"}, headers=shop.browser)
+    assert keyless.status_code == 422 and "This refund form is out of date." in keyless.text
+    assert len(shop.get(paid["order_id"])["refunds"]) == 1
+    # A fresh page has fresh keys: the next refund is another one.
+    (fresh,) = re.findall(
+        r'name="idempotency_key" value="([^"]+)"', shop.http.get("/shop/orders").text
+    )
+    assert fresh != key
+
+
 def test_a_basket_form_becomes_an_order_once(shop: Shop) -> None:
     shop.sign_in()
     form = {
@@ -433,9 +532,7 @@ def test_forms_from_another_site_are_refused(shop: Shop) -> None:
         {"Sec-Fetch-Site": "same-site", "Origin": "https://till.shop.example"},
     ):
         made = shop.http.post("/shop/orders", data={"amount": "1.00"}, headers=headers)
-        refunded = shop.http.post(
-            f"/shop/orders/{paid['order_id']}/refunds", data={"amount": "1.00"}, headers=headers
-        )
+        refunded = shop.refund_form(paid["order_id"], {"amount": "1.00"}, **headers)
         assert made.status_code == refunded.status_code == 403
         assert "came from another site" in refunded.text
     assert _order_count(shop) == 1
@@ -446,16 +543,17 @@ def test_refund_forms_never_refund_more_than_was_paid(shop: Shop) -> None:
     shop.sign_in()
     paid = shop.paid_order()
     path = f"/shop/orders/{paid['order_id']}/refunds"
-    partial = shop.http.post(path, data={"amount": "4.00", "mode": "amount"}, headers=shop.origin)
+    order_id = paid["order_id"]
+    partial = shop.refund_form(order_id, {"amount": "4.00", "mode": "amount"})
     assert partial.status_code == 303
     shown = shop.http.get(partial.headers["location"])
     assert "Refunded 4.00 EUR of INV-1." in shown.text
 
-    too_much = shop.http.post(path, data={"amount": "8.51", "mode": "amount"}, headers=shop.origin)
+    too_much = shop.refund_form(order_id, {"amount": "8.51", "mode": "amount"})
     assert too_much.status_code == 422
     assert "That is more than can still be refunded for this order." in too_much.text
     assert "Refund at most 8.50 EUR." in too_much.text and 'role="alert"' in too_much.text
-    empty = shop.http.post(path, data={"amount": "", "mode": "amount"}, headers=shop.origin)
+    empty = shop.refund_form(order_id, {"amount": "", "mode": "amount"})
     assert empty.status_code == 422 and "Type the amount to refund." in empty.text
     after = shop.get(paid["order_id"])
     assert (after["state"], after["refunded_minor"], len(after["refunds"])) == (
@@ -464,13 +562,13 @@ def test_refund_forms_never_refund_more_than_was_paid(shop: Shop) -> None:
         1,
     )
 
-    rest = shop.http.post(path, data={"amount": "", "mode": "rest"}, headers=shop.origin)
+    rest = shop.refund_form(order_id, {"amount": "", "mode": "rest"})
     assert rest.status_code == 303
     final = shop.get(paid["order_id"])
     assert (final["state"], final["refunded_minor"]) == ("refunded", 1250)
     page = shop.http.get("/shop/orders").text
     assert f'action="{path}"' not in page  # nothing left to refund: no form
-    again = shop.http.post(path, data={"amount": "0.01"}, headers=shop.origin)
+    again = shop.refund_form(order_id, {"amount": "0.01"})
     assert again.status_code == 409 and "This order cannot be refunded." in again.text
     assert shop.get(paid["order_id"])["refunded_minor"] == 1250
 

@@ -42,12 +42,19 @@ class Shop:
         )
         self.database = Database(sqlite_url(tmp_path / "merchant.db"))
         self.service = MerchantService(
-            self.settings, self.database, self.processor, API_KEY, self.clock, Entropy()
+            self.settings,
+            self.database,
+            self.processor,
+            API_KEY,
+            self.clock,
+            Entropy(),
+            trust=self.processor.trust,
         )
-        self.app = create_merchant_app(self.service, api_token)
+        self.app = create_merchant_app(self.service, api_token, development=api_token is None)
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app), base_url="http://merchant.test"
         )
+        self.refund_keys = 0
 
     async def start(self) -> None:
         await upgrade(self.database, "merchant")
@@ -69,6 +76,14 @@ class Shop:
         result = response.json()
         assert isinstance(result, dict)
         return result
+
+    async def refund(
+        self, order_id: str, body: dict[str, Any], key: str | None = None, **headers: str
+    ) -> httpx.Response:
+        """A refund call with its Idempotency-Key (a fresh one unless given)."""
+        self.refund_keys += 1
+        headers["Idempotency-Key"] = key or f"ik_test_refund_{self.refund_keys:04d}"
+        return await self.client.post(f"/v1/orders/{order_id}/refunds", json=body, headers=headers)
 
     async def notify(self, token: str) -> httpx.Response:
         return await self.client.post(
@@ -550,7 +565,7 @@ async def _paid(shop: Shop) -> dict[str, Any]:
 def test_a_full_refund_refunds_the_order(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         view = await _paid(shop)
-        response = await shop.client.post(f"/v1/orders/{view['order_id']}/refunds", json={})
+        response = await shop.refund(view["order_id"], {})
         assert response.status_code == 200, response.text
         result = response.json()
         assert result["refund"]["amount_minor"] == 1250
@@ -566,15 +581,15 @@ def test_a_full_refund_refunds_the_order(tmp_path: Path) -> None:
 def test_partial_refunds_never_exceed_the_paid_amount(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         view = await _paid(shop)
-        path = f"/v1/orders/{view['order_id']}/refunds"
-        first = await shop.client.post(path, json={"amount": "5.00", "reason": "one cup"})
+        order_id = view["order_id"]
+        first = await shop.refund(order_id, {"amount": "5.00", "reason": "one cup"})
         assert first.json()["order"]["state"] == "partially_refunded"
-        too_much = await shop.client.post(path, json={"amount": "7.51"})
+        too_much = await shop.refund(order_id, {"amount": "7.51"})
         assert too_much.status_code == 422
         assert too_much.json()["code"] == E.REFUND_EXCEEDS_PAID.code
-        rest = await shop.client.post(path, json={"amount": "7.50"})
+        rest = await shop.refund(order_id, {"amount": "7.50"})
         assert rest.json()["order"]["state"] == "refunded"
-        done = await shop.client.post(path, json={})
+        done = await shop.refund(order_id, {})
         assert done.status_code == 409
         assert done.json()["code"] == E.REFUND_NOT_ALLOWED.code
 
@@ -584,7 +599,7 @@ def test_partial_refunds_never_exceed_the_paid_amount(tmp_path: Path) -> None:
 def test_an_unpaid_order_cannot_be_refunded(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         view = await shop.order()
-        response = await shop.client.post(f"/v1/orders/{view['order_id']}/refunds", json={})
+        response = await shop.refund(view["order_id"], {})
         assert response.status_code == 409
         assert response.json()["code"] == E.REFUND_NOT_ALLOWED.code
         assert shop.processor.refunds == {}
@@ -596,16 +611,12 @@ def test_an_unanswered_refund_is_asked_again_and_counted_once(tmp_path: Path) ->
     async def body(shop: Shop) -> None:
         view = await _paid(shop)
         shop.processor.lose_replies = 1
-        response = await shop.client.post(
-            f"/v1/orders/{view['order_id']}/refunds", json={"amount": "2.50"}
-        )
+        response = await shop.refund(view["order_id"], {"amount": "2.50"})
         assert response.status_code == 200
         refund = response.json()["refund"]
         assert refund["state"] == "in_doubt"
         # Nothing more may be refunded than what is paid minus what is in flight.
-        too_much = await shop.client.post(
-            f"/v1/orders/{view['order_id']}/refunds", json={"amount": "10.01"}
-        )
+        too_much = await shop.refund(view["order_id"], {"amount": "10.01"})
         assert too_much.status_code == 422
         shop.clock.advance(10)
         await shop.service.poll_once()
@@ -625,7 +636,7 @@ def test_a_refused_refund_is_reported_with_its_code(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         view = await _paid(shop)
         shop.processor.refund_state = "failed"
-        response = await shop.client.post(f"/v1/orders/{view['order_id']}/refunds", json={})
+        response = await shop.refund(view["order_id"], {})
         assert response.status_code == 409
         assert response.json()["code"] == E.REFUND_NOT_ALLOWED.code
         order = await shop.get(view["order_id"])
@@ -648,7 +659,7 @@ def test_with_an_api_token_the_post_routes_need_it(tmp_path: Path) -> None:
         )
         assert wrong.status_code == 401
         view = await shop.order(Authorization="Bearer s3cret-token")
-        refund = await shop.client.post(f"/v1/orders/{view['order_id']}/refunds", json={})
+        refund = await shop.refund(view["order_id"], {})
         assert refund.status_code == 401
         # The public parts stay public.
         assert (await shop.client.get(f"/v1/orders/{view['order_id']}")).status_code == 200

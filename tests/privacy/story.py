@@ -37,13 +37,13 @@ from semops.devnet.actors import (
     create_merchant,
     enrol,
 )
-from semops.devnet.demo import merchant_backend
+from semops.devnet.demo import merchant_backend, merchant_token_file, merchant_trust_args
 from semops.devnet.network import Network, new_layout
 from semops.devnet.processes import ServiceProcess, free_port
 from semops.privacy import NOBODY, Category, Datum, customer
 from semops.protocol import OrderState
 from semops.service.clock import SystemClock
-from semops.service.files import write_secret
+from semops.service.files import ensure_token, write_secret
 from semops.wallet.client import Answer, HttpTransport, Transport
 from semops.wallet.service import PaymentOutcome, VerifiedRequest, Wallet
 from semops.wallet.store import WalletStore
@@ -140,8 +140,15 @@ def raw_call(
         return Recorded(error.code, error.headers.get_content_type(), error.read())
 
 
-def backend(base_url: str, method: str, path: str, body: Any = None) -> Any:
-    answer = raw_call(base_url + path, method, body)
+# Each merchant backend's API token, by its base URL (its order API needs it).
+_BACKEND_TOKENS: dict[str, str] = {}
+
+
+def backend(
+    base_url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> Any:
+    auth = {"Authorization": f"Bearer {_BACKEND_TOKENS[base_url]}"}
+    answer = raw_call(base_url + path, method, body, {**auth, **(headers or {})})
     assert 200 <= answer.status < 300, (answer.status, answer.body[:300])
     return json.loads(answer.body)
 
@@ -260,6 +267,7 @@ def _backend_process(network: Network, merchant_id: str, processor_id: str) -> S
         return merchant_backend(network, merchant_id, processor_id)  # the layout's port
     folder = network.data_dir / "merchants" / merchant_id
     port = free_port()
+    ensure_token(merchant_token_file(network, merchant_id))
     return ServiceProcess(
         name=f"merchant-{merchant_id}",
         args=[
@@ -273,6 +281,9 @@ def _backend_process(network: Network, merchant_id: str, processor_id: str) -> S
             network.layout.processor_url(processor_id),
             "--port",
             str(port),
+            "--api-token-file",
+            str(merchant_token_file(network, merchant_id)),
+            *merchant_trust_args(network, processor_id),
         ],
         output=folder / "logs" / "stdout.log",
         health_url=f"http://127.0.0.1:{port}/healthz",
@@ -295,6 +306,7 @@ def _merchant(
     network.processes[process.name] = process
     process.start()
     process.wait_ready()
+    _BACKEND_TOKENS[url] = merchant_token_file(network, merchant_id).read_text().strip()
     return url, shop
 
 
@@ -341,6 +353,7 @@ def _scenarios(network: Network, story: Story, cafe: str, books: str) -> None:
         "POST",
         f"/v1/orders/{order['order_id']}/refunds",
         {"amount": "3.00", "reason": "one cold espresso"},
+        headers={"Idempotency-Key": "ik_privacy-story-refund-1"},
     )
     results["refund"] = refund["refund"]["state"]
     results["refund_credited"] = wait_balance(network, zelda, before + 300) - before

@@ -7,7 +7,12 @@ import secrets
 import pytest
 
 from semops.core.ids import IdKind, make_id
-from semops.core.limits import CLOCK_SKEW_MAX_S, TRANSFER_TTL_DEFAULT_S
+from semops.core.limits import (
+    CLOCK_SKEW_MAX_S,
+    REFUND_RETRY_DELAY_MAX_S,
+    REFUND_RETRY_WINDOW_S,
+    TRANSFER_TTL_DEFAULT_S,
+)
 from semops.protocol import RefundResult, RefundTransfer, open_signed, sign
 from semops.service.app import JOSE
 from tests.processor.network import (
@@ -183,24 +188,74 @@ async def test_a_routed_refund_reaches_the_original_payer(network: Network) -> N
     await check_ledger(mno)
 
 
-async def test_a_refused_routed_refund_voids_the_merchants_reservation(network: Network) -> None:
+# How long until an attempt that was never recorded can no longer be: then it is dead.
+DEAD_AFTER_S = TRANSFER_TTL_DEFAULT_S + CLOCK_SKEW_MAX_S
+
+
+@on_both
+async def test_a_refund_the_router_cannot_take_now_names_no_cause_and_is_tried_again(
+    network: Network,
+) -> None:
+    """DESIGN.md §5: the payee side learns nothing of the payer's side, not even that a
+    processor or a cap cannot take the refund now. It stays pending, and is tried again."""
+    _, mno, wallet, shop, request_id = await paid_routed(network)
+    network.router.mode = "refuse"  # net_debit_cap_exceeded, before anything is recorded
+    response = await shop.refund(request_id, 400, refund_id="rf_kiosk-0001")
+    answer = response.json()
+    assert (answer["state"], answer["reason_code"]) == ("in_doubt", None), answer
+    assert "net_debit_cap" not in response.text
+    assert await account_balance(mno, shop.account_id) == 600  # held for the refund
+    (first,) = await rows(mno, "refunds_out")
+    # The router may have recorded it (it does so before looking at the receiver): wait.
+    assert await mno.processor.refunds.resolve_in_doubt() == 0
+    assert (await rows(mno, "refunds_out"))[0]["refund_id"] == first["refund_id"]
+    network.clock.advance(DEAD_AFTER_S)
+    assert await mno.processor.refunds.resolve_in_doubt() == 0  # dead: a new attempt waits
+    (waiting,) = await rows(mno, "refunds_out")
+    assert waiting["state"] == "requested" and waiting["refund_id"] != first["refund_id"]
+    assert waiting["merchant_refund_id"] == "rf_kiosk-0001" and waiting["reason_code"] is None
+    assert await account_balance(mno, shop.account_id) == 600  # still held, under the new id
+    assert await mno.processor.refunds.resolve_in_doubt() == 0  # not before its wait
+    looked_up = await mno.public.get("/v1/merchant/refunds/rf_kiosk-0001", headers=shop.headers)
+    assert (looked_up.json()["state"], looked_up.json()["reason_code"]) == ("requested", None)
+    network.router.mode = "normal"
+    network.clock.advance(REFUND_RETRY_DELAY_MAX_S)
+    assert await mno.processor.refunds.resolve_in_doubt() == 1
+    (done,) = await rows(mno, "refunds_out")
+    assert (done["state"], done["refund_id"]) == ("completed", waiting["refund_id"])
+    assert await wallet.balance() == 4000 + 400
+    assert await account_balance(mno, shop.account_id) == 600
+    again = await shop.refund(request_id, 400, refund_id="rf_kiosk-0001")
+    assert again.json()["state"] == "completed"  # the merchant's id still finds it
+    await check_ledger(mno)
+
+
+async def test_a_refund_is_given_up_when_its_retry_window_ends(network: Network) -> None:
     _, mno, wallet, shop, request_id = await paid_routed(network)
     network.router.mode = "refuse"
-    response = await shop.refund(request_id, 400)
-    assert response.json()["state"] == "failed"
-    assert response.json()["reason_code"] == "net_debit_cap_exceeded"
-    assert await account_balance(mno, shop.account_id) == 1000
+    assert (await shop.refund(request_id, 400)).json()["state"] == "in_doubt"
+    network.clock.advance(DEAD_AFTER_S)
+    await mno.processor.refunds.resolve_in_doubt()  # a new attempt waits
+    network.clock.advance(REFUND_RETRY_WINDOW_S)
+    await mno.processor.refunds.resolve_in_doubt()  # sent, refused again: in doubt
+    assert (await rows(mno, "refunds_out"))[0]["state"] == "in_doubt"
+    network.clock.advance(DEAD_AFTER_S)
+    assert await mno.processor.refunds.resolve_in_doubt() == 1
+    (failed,) = await rows(mno, "refunds_out")
+    assert (failed["state"], failed["reason_code"]) == ("failed", "refund_not_completed")
+    assert await account_balance(mno, shop.account_id) == 1000  # the money is released
     assert await wallet.balance() == 4000
     # A failed refund does not count against the paid amount.
     network.router.mode = "normal"
     assert (await shop.refund(request_id, 1000)).json()["state"] == "completed"
+    await check_ledger(mno)
 
 
 @on_both
 async def test_an_unanswered_refund_stays_in_doubt_until_the_router_decides(
     network: Network,
 ) -> None:
-    _bank, mno, _wallet, shop, request_id = await paid_routed(network)
+    _bank, mno, wallet, shop, request_id = await paid_routed(network)
     network.router.mode = "timeout"
     response = await shop.refund(request_id, 400)
     assert response.json()["state"] == "in_doubt"
@@ -212,21 +267,48 @@ async def test_an_unanswered_refund_stays_in_doubt_until_the_router_decides(
     (sent,) = await rows(mno, "refunds_out")
     record = network.router.records[sent["refund_id"]]
     record.state, record.reason_code = "aborted", "transfer_expired"
+    # Aborted for a reason about no one but the moment: tried again, not failed.
+    assert await mno.processor.refunds.resolve_in_doubt() == 0
+    assert (await rows(mno, "refunds_out"))[0]["state"] == "requested"
+    network.clock.advance(REFUND_RETRY_DELAY_MAX_S)
     assert await mno.processor.refunds.resolve_in_doubt() == 1
-    assert await account_balance(mno, shop.account_id) == 1000
-    assert (await rows(mno, "refunds_out"))[0]["state"] == "failed"
+    assert (await rows(mno, "refunds_out"))[0]["state"] == "completed"
+    assert await wallet.balance() == 4000 + 400
     await check_ledger(mno)
 
 
-async def test_a_refund_never_recorded_fails_after_its_expiry(network: Network) -> None:
-    _, mno, _, shop, request_id = await paid_routed(network)
+async def test_a_refund_aborted_for_a_reason_about_the_payment_fails_with_it(
+    network: Network,
+) -> None:
+    _bank, mno, _wallet, shop, request_id = await paid_routed(network)
+    network.router.mode = "timeout"
+    assert (await shop.refund(request_id, 400, refund_id="rf_kiosk-0002")).status_code == 200
+    network.router.mode = "normal"
+    (sent,) = await rows(mno, "refunds_out")
+    record = network.router.records[sent["refund_id"]]
+    record.state, record.reason_code = "aborted", "refund_exceeds_paid"
+    assert await mno.processor.refunds.resolve_in_doubt() == 1
+    looked_up = await mno.public.get("/v1/merchant/refunds/rf_kiosk-0002", headers=shop.headers)
+    assert (looked_up.json()["state"], looked_up.json()["reason_code"]) == (
+        "failed",
+        "refund_exceeds_paid",
+    )
+    assert await account_balance(mno, shop.account_id) == 1000
+
+
+async def test_a_refund_never_recorded_is_tried_again_after_its_expiry(network: Network) -> None:
+    _, mno, wallet, shop, request_id = await paid_routed(network)
     network.router.mode = "down"
     assert (await shop.refund(request_id, 400)).json()["state"] == "in_doubt"
     network.router.mode = "normal"
     assert await mno.processor.refunds.resolve_in_doubt() == 0
-    network.clock.advance(TRANSFER_TTL_DEFAULT_S + CLOCK_SKEW_MAX_S)
+    network.clock.advance(DEAD_AFTER_S)
+    assert await mno.processor.refunds.resolve_in_doubt() == 0
+    assert await account_balance(mno, shop.account_id) == 600
+    network.clock.advance(REFUND_RETRY_DELAY_MAX_S)
     assert await mno.processor.refunds.resolve_in_doubt() == 1
-    assert await account_balance(mno, shop.account_id) == 1000
+    assert await wallet.balance() == 4000 + 400
+    await check_ledger(mno)
 
 
 def refund_message(

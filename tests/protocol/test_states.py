@@ -122,6 +122,8 @@ EXPECTED_TABLES: dict[str, set[Triple]] = {
         ("in_doubt", "accepted", "completed"),
         ("in_doubt", "rejected", "failed"),
         ("in_doubt", "timed_out", "in_doubt"),
+        ("sent", "retry", "requested"),
+        ("in_doubt", "retry", "requested"),
         ("completed", "accepted", "completed"),
         ("failed", "rejected", "failed"),
     },
@@ -177,7 +179,7 @@ EXPECTED_EVENT_VALUES: dict[type[StrEnum], set[str]] = {
     PayerTransferEvent: {"router_accepted", "router_refused", "committed", "aborted", "timed_out"},
     RouterTransferEvent: {"fulfilled", "rejected", "expired"},
     PayeeTransferEvent: {"accept", "reject", "committed", "aborted", "timed_out"},
-    RefundEvent: {"send", "accepted", "rejected", "timed_out", "cancel"},
+    RefundEvent: {"send", "accepted", "rejected", "timed_out", "cancel", "retry"},
 }
 
 BY_NAME: dict[str, Machine] = {machine.name: machine for machine in MACHINES}
@@ -697,6 +699,9 @@ def test_refund_paths() -> None:
     assert run(REFUND, FE.SEND, FE.TIMED_OUT, FE.REJECTED) == FS.FAILED
     assert run(REFUND, FE.CANCEL) == FS.CANCELLED
     assert run(REFUND, FE.ACCEPTED, start=FS.COMPLETED) == FS.COMPLETED
+    # A payer side that cannot take it now: a new attempt, then the money goes back.
+    assert run(REFUND, FE.SEND, FE.TIMED_OUT, FE.RETRY, FE.SEND, FE.ACCEPTED) == FS.COMPLETED
+    assert run(REFUND, FE.SEND, FE.RETRY, FE.SEND, FE.REJECTED) == FS.FAILED
 
 
 def test_refund_refusals() -> None:
@@ -706,6 +711,8 @@ def test_refund_refusals() -> None:
     assert_refused(REFUND, FS.SENT, FE.SEND)
     assert_refused(REFUND, FS.COMPLETED, FE.REJECTED)
     assert_refused(REFUND, FS.CANCELLED, FE.SEND)
+    for state in (FS.REQUESTED, FS.COMPLETED, FS.FAILED, FS.CANCELLED):
+        assert_refused(REFUND, state, FE.RETRY)  # only an attempt on its way is retried
 
 
 # --- The StateMachine class -----------------------------------------------------------------

@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 
+from semops.devnet.demo import merchant_trust_args
 from semops.devnet.network import PROCESSORS, ROUTER_ID, Network, new_layout
 from semops.devnet.pki import ensure_pki
 from semops.devnet.processes import ServiceProcess, free_port
 from semops.service.files import write_secret
 
 PIN = "4821"
+MERCHANT_TOKEN = "wallet-it-merchant-token-93b1"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -87,6 +89,7 @@ def test_a_wallet_pays_a_merchant_backend_order_across_the_network(
     )
     merchant_dir = tmp_path / "merchant"
     write_secret(merchant_dir / "processor-api-key", created["api_key"].encode())
+    write_secret(merchant_dir / "api-token", MERCHANT_TOKEN.encode())
     backend = ServiceProcess(
         name="merchant",
         args=[
@@ -100,6 +103,9 @@ def test_a_wallet_pays_a_merchant_backend_order_across_the_network(
             network.layout.processor_url("mno-b"),
             "--port",
             str(merchant_port),
+            "--api-token-file",
+            str(merchant_dir / "api-token"),
+            *merchant_trust_args(network, "mno-b"),
         ],
         output=merchant_dir / "logs" / "stdout.log",
         health_url=f"{merchant_url}/healthz",
@@ -130,6 +136,7 @@ def test_a_wallet_pays_a_merchant_backend_order_across_the_network(
         requested = cli(
             "merchant", "request", "--amount", "12.50", "--currency", "EUR",
             "--reference", "INV-9", "--merchant-url", merchant_url, "--out-dir", str(qr_dir),
+            "--api-token-file", str(merchant_dir / "api-token"),
         )  # fmt: skip
         assert requested.returncode == 0, requested.stdout + requested.stderr
         order_id = next(

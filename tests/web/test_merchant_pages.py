@@ -39,6 +39,7 @@ from PIL import Image
 from playwright.sync_api import Page, Route, expect
 
 from semops.devnet.actors import Customer, balance, create_customer, create_merchant, enrol
+from semops.devnet.demo import merchant_trust_args
 from semops.devnet.network import Network, new_layout
 from semops.devnet.processes import ServiceProcess, free_port
 from semops.merchant.checkout import UNREACHABLE_TEXT, status_text
@@ -92,6 +93,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "merchant", "serve", "--merchant-id", "corner-cafe", "--data-dir", str(folder),
             "--processor", network.layout.processor_url("mno-b"), "--port", str(port),
             "--api-token-file", str(folder / "api-token"),
+            *merchant_trust_args(network, "mno-b"),
         ],
         output=folder / "logs" / "stdout.log",
         health_url=f"{shop_url}/healthz",

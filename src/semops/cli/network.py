@@ -20,6 +20,7 @@ from semops.devnet.demo import (
     StoryStep,
     load_population,
     merchant_backend,
+    merchant_token_file,
     pay_story,
     populate,
 )
@@ -80,16 +81,19 @@ def _print_urls(network: Network, population: Population) -> None:
         out.print(f"  {key:<6} {where}, wallet {customer.wallet_dir}")
     qr_dir = network.data_dir / "qr"
     alice_wallet = population.customers["alice"].wallet_dir
+    token_file = merchant_token_file(network, CAFE[0])
     out.print("\nTry a payment (copy and paste):")
     out.print(
         "  .venv/bin/semops merchant request --amount 12.50 --currency EUR --reference TABLE-7"
-        f" \\\n      --merchant-url {merchant_url} --out-dir {qr_dir}"
+        f" \\\n      --merchant-url {merchant_url} --api-token-file {token_file}"
+        f" --out-dir {qr_dir}"
     )
     out.print(f"  .venv/bin/semops wallet pay {qr_dir}/<order id>.png --wallet-dir {alice_wallet}")
     out.print(f"  .venv/bin/semops wallet balance --wallet-dir {alice_wallet}")
     out.print("\nPages (open in a browser):")
     out.print(f"  shop: new order     {merchant_url}/shop/new   (orders and refunds: /shop/orders)")
-    out.print(f"  checkout            {merchant_url}/checkout/<order id>")
+    out.print(f"                      sign in with the API token in {token_file}")
+    out.print(f"  checkout            {merchant_url}/checkout/<order id>   (public)")
     for processor_id in ("bank-a", "mno-b"):
         url = layout.processor_url(processor_id)
         token = network.data_dir / processor_id / "operator.token"

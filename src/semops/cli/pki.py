@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from semops.core.errors import SemopsError
-from semops.crypto import pki
+from semops.crypto import pki, public_jwk, thumbprint
 
 ROOT_KEY_FILE: Final = "root-ca.key"
 ROOT_CERT_FILE: Final = "root-ca.crt"
@@ -294,6 +294,10 @@ def show(
         _field("not before", cert.not_valid_before_utc.isoformat())
         _field("not after", cert.not_valid_after_utc.isoformat())
         _field("sha256", pki.certificate_fingerprint(cert))
+        public = cert.public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
+            # What `semops merchant serve --processor-key-pin` takes (RFC 7638).
+            _field("key pin", thumbprint(public_jwk(public)))
 
 
 def _general_name(name: x509.GeneralName) -> str:

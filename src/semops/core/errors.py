@@ -69,6 +69,12 @@ class E:
     URL_NOT_ALLOWED = _register(
         1050, "url_not_allowed", 422, "The URL is not one a service may be told to call"
     )
+    IDEMPOTENCY_KEY_REQUIRED = _register(
+        1070, "idempotency_key_required", 400, "This call needs an Idempotency-Key header"
+    )
+    LOGIN_THROTTLED = _register(
+        1071, "login_throttled", 429, "Too many failed sign-ins from this address; wait"
+    )
 
     # 2xxx message security
     SIGNATURE_INVALID = _register(2001, "signature_invalid", 401, "The signature is not valid")
@@ -138,6 +144,9 @@ class E:
     )
     STATE_TRANSITION_INVALID = _register(
         3060, "state_transition_invalid", 409, "That step is not allowed in this state"
+    )
+    REFUND_NOT_COMPLETED = _register(
+        3070, "refund_not_completed", 409, "The refund could not be completed; nothing moved"
     )
 
     # 4xxx participants and scheme

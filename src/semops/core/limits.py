@@ -173,6 +173,15 @@ REGISTRATION_RETRY_MAX_S: Final = 5.0
 # for them), a bounded batch per pass so a long router outage cannot build a huge burst.
 IN_DOUBT_POLL_INTERVAL_S: Final = 2.0
 IN_DOUBT_BATCH_MAX: Final = 100
+# A refund the router or the payer side cannot take now (a processor suspended or away, a
+# net-debit cap reached) is tried again, with a new network refund id once the last
+# attempt is known never to commit, for at most a day: long enough to outlast an outage or
+# the end of a settlement window, short enough that the merchant's money is not held
+# forever. Each wait is a quarter of the time the refund has already waited (so attempts
+# thin out geometrically), within these bounds.
+REFUND_RETRY_WINDOW_S: Final = 24 * 60 * 60
+REFUND_RETRY_DELAY_MIN_S: Final = 2
+REFUND_RETRY_DELAY_MAX_S: Final = 10 * 60
 # Entries in one wallet history answer and rows in one back-office list: a phone screen
 # or an operator page, not an export.
 WALLET_HISTORY_MAX: Final = 50

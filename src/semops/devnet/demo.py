@@ -28,7 +28,7 @@ from semops.devnet.actors import (
 )
 from semops.devnet.network import Network
 from semops.devnet.processes import ServiceProcess
-from semops.service.files import write_secret
+from semops.service.files import ensure_token, write_secret
 
 DEMO_PIN: Final = "1234"
 CUSTOMERS: Final = (
@@ -63,9 +63,22 @@ def _merchant_dir(network: Network, merchant_id: str) -> Path:
     return network.data_dir / "merchants" / merchant_id
 
 
+def merchant_token_file(network: Network, merchant_id: str) -> Path:
+    """The merchant backend's API token (0600): its order API and shop sign-in."""
+    return _merchant_dir(network, merchant_id) / "api-token"
+
+
+def merchant_trust_args(network: Network, processor_id: str) -> list[str]:
+    """`merchant serve` options that chain its processor's notice key to the scheme root."""
+    root = network.data_dir / "pki" / "root-ca.crt"
+    return ["--root-ca", str(root), "--processor-id", processor_id]
+
+
 def merchant_backend(network: Network, merchant_id: str, processor_id: str) -> ServiceProcess:
     folder = _merchant_dir(network, merchant_id)
     port = network.layout.ports["merchant"]
+    token_file = merchant_token_file(network, merchant_id)
+    ensure_token(token_file)
     return ServiceProcess(
         name=f"merchant-{merchant_id}",
         args=[
@@ -79,6 +92,9 @@ def merchant_backend(network: Network, merchant_id: str, processor_id: str) -> S
             network.layout.processor_url(processor_id),
             "--port",
             str(port),
+            "--api-token-file",
+            str(token_file),
+            *merchant_trust_args(network, processor_id),
         ],
         output=folder / "logs" / "stdout.log",
         health_url=f"http://127.0.0.1:{port}/healthz",

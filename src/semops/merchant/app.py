@@ -2,10 +2,13 @@
 images, and (from `semops.merchant.web`) the checkout and staff pages. Thin: each route
 decodes, calls `MerchantService`, encodes.
 
-`POST` routes of the order API take an optional bearer token (when the service is started
-with one); the webhook needs none because every notice is a signed message checked against
-the processor's key; the checkout page, its status stream and `GET /v1/orders/{id}` are
-public (order ids are 128-bit random, and an order holds nothing about any payer).
+Closed by default: the order API (`POST /v1/orders`, refunds, `GET /v1/orders`) needs
+`Authorization: Bearer <API token>`; only a backend started with `--development` (on
+loopback) has none. The webhook needs no credential because every notice is a signed
+message checked under the processor's trusted key. Public, for the customer who holds an
+order id from its checkout link: the checkout page, its status stream, the QR images and
+`GET /v1/orders/{id}`, which without the token shows only `public_order_view` (what the
+checkout page shows; not the refunds, not the idempotency key).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from semops.core.ids import ID_PATTERN
 from semops.core.limits import ID_MAX_CHARS, ID_MIN_CHARS, MESSAGE_MAX_BYTES
 from semops.merchant.events import StreamLimits
 from semops.merchant.qr import qr_png, qr_svg
-from semops.merchant.service import MerchantService
+from semops.merchant.service import MerchantService, public_order_view
 from semops.merchant.web import add_pages
 from semops.service.app import create_app, read_jose
 
@@ -48,17 +51,25 @@ async def _json_body(request: Request) -> Any:
 
 def create_merchant_app(
     service: MerchantService,
-    api_token: str | None = None,
+    api_token: str | None,
     stream_limits: StreamLimits | None = None,
+    *,
+    development: bool = False,
 ) -> FastAPI:
+    """The app; without an API token only in development (the caller checked loopback)."""
+    if not api_token and not development:
+        raise ValueError("the merchant backend needs an API token outside development")
     app = create_app("SEMOPS merchant backend", version="1")
     expected = f"Bearer {api_token}".encode() if api_token else None
 
-    def authorise(authorization: str | None) -> None:
+    def authorised(authorization: str | None) -> bool:
         if expected is None:
-            return
+            return True
         given = (authorization or "").encode("utf-8", errors="replace")
-        if not hmac.compare_digest(given, expected):
+        return hmac.compare_digest(given, expected)
+
+    def authorise(authorization: str | None) -> None:
+        if not authorised(authorization):
             raise SemopsError(E.UNAUTHENTICATED)
 
     @app.post("/v1/orders", status_code=201)
@@ -71,8 +82,10 @@ def create_merchant_app(
         return JSONResponse(view, status_code=201, headers=_NO_STORE)
 
     @app.get("/v1/orders/{order_id}")
-    async def get_order(order_id: OrderIdPath) -> JSONResponse:
+    async def get_order(order_id: OrderIdPath, authorization: Auth = None) -> JSONResponse:
         view = await service.view(await service.order(order_id))
+        if not authorised(authorization):
+            view = public_order_view(view)
         return JSONResponse(view, headers=_NO_STORE)
 
     @app.get("/v1/orders/{order_id}/qr.svg")
@@ -93,10 +106,13 @@ def create_merchant_app(
 
     @app.post("/v1/orders/{order_id}/refunds")
     async def refund(
-        order_id: OrderIdPath, request: Request, authorization: Auth = None
+        order_id: OrderIdPath,
+        request: Request,
+        authorization: Auth = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         authorise(authorization)
-        result = await service.refund(order_id, await _json_body(request))
+        result = await service.refund(order_id, await _json_body(request), idempotency_key)
         return JSONResponse(result, headers=_NO_STORE)
 
     @app.post("/v1/notices")

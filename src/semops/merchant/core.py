@@ -14,7 +14,10 @@ Theory of operation (DESIGN.md §3, §5):
   the request expired, at the processor). A re-delivered notice is a self-loop.
 - The basket stays with the merchant: only `basket_digest_of` travels, so the processors
   see a digest (DESIGN.md §5 "#") and the wallet can check a basket shown to it.
-- Refunds never exceed what was paid minus what is refunded or still being refunded.
+- Refunds never exceed what was paid minus what is refunded or still being refunded. A
+  refused one shows a reason about the refund call or the payment itself, never one about
+  the payer's side (DESIGN.md §5: the merchant never learns the payer's processor, not even
+  that it is suspended): `shown_refund_code`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from semops.core.encoding import digest_of
-from semops.core.errors import E, SemopsError
+from semops.core.errors import E, SemopsError, lookup
 from semops.core.limits import (
     AMOUNT_MAX_MINOR,
     AMOUNT_TEXT_MAX_CHARS,
@@ -38,7 +41,7 @@ from semops.core.limits import (
     REQUEST_TTL_MIN_S,
 )
 from semops.core.money import check_payment_amount, parse_amount
-from semops.protocol import PaymentNotice, PaymentRequest, StateMachine
+from semops.protocol import MERCHANT_REFUND_CODES, PaymentNotice, PaymentRequest, StateMachine
 from semops.protocol.messages import ONE_LINE_TEXT
 
 # Printable text on one line, no bidirectional controls: the protocol's rule for names
@@ -233,6 +236,26 @@ def refund_event(paid_minor: int, refunded_minor: int) -> MerchantOrderEvent | N
     return MerchantOrderEvent.REFUND_PARTIAL
 
 
+def shown_refund_code(code: str | None) -> str | None:
+    """The code a merchant is shown for a refused refund: about its own call (input,
+    credentials, the key: the 1xxx codes and idempotency_conflict), its own account
+    (insufficient_funds: the money to give back is not there) or the payment
+    (MERCHANT_REFUND_CODES); anything else -- a processor suspended, a cap, an expiry --
+    is `refund_not_completed`, which names nobody."""
+    if code is None:
+        return None
+    try:
+        spec = lookup(code)
+    except KeyError:
+        return E.REFUND_NOT_COMPLETED.code
+    if code in MERCHANT_REFUND_CODES or code in _OWN_CALL_CODES or spec.number < 2000:
+        return code
+    return E.REFUND_NOT_COMPLETED.code
+
+
+_OWN_CALL_CODES: Final = frozenset({E.IDEMPOTENCY_CONFLICT.code, E.INSUFFICIENT_FUNDS.code})
+
+
 def processor_state_event(state: Any) -> MerchantOrderEvent | None:
     """What the processor's view of a request (from a status poll) means for the order.
 
@@ -257,4 +280,5 @@ __all__ = [
     "processor_state_event",
     "refund_amount",
     "refund_event",
+    "shown_refund_code",
 ]

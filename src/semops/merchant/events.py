@@ -35,7 +35,6 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from semops.core.errors import E, SemopsError
-from semops.core.money import format_amount
 from semops.crypto import read_unverified_claims
 
 # States after which the checkout page has nothing left to wait for.
@@ -126,7 +125,8 @@ def guarantee_of(view: dict[str, Any]) -> dict[str, str] | None:
 
 
 def public_status(view: dict[str, Any]) -> dict[str, Any]:
-    """What the checkout page is told about an order: its state and its guarantee."""
+    """What the checkout page is told about an order: its state and its guarantee (public:
+    anyone with the order id reads it, so nothing of the shop's own records)."""
     currency = view["currency"]
     return {
         "order_id": view["order_id"],
@@ -138,7 +138,6 @@ def public_status(view: dict[str, Any]) -> dict[str, Any]:
         "paid_at": view.get("paid_at"),
         "paid_at_text": time_text(view.get("paid_at")),
         "transfer_id": view.get("transfer_id"),
-        "refunded": format_amount(view.get("refunded_minor") or 0, currency),
         "guarantee": guarantee_of(view),
     }
 

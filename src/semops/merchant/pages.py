@@ -5,13 +5,17 @@ service, and answer. Everything shown is rendered by Jinja2 with autoescaping; m
 parsed from and printed to text only here, at the edge, with `core.money`.
 
 Staff sign in with the merchant backend's API token (the one its `POST /v1/orders` takes
-as a bearer token); the browser then holds a session cookie: `<expires_at>.<mac>`, the MAC
-an HMAC-SHA256 keyed with the token. No session table: any worker that knows the token can
-check a cookie, a cookie says nothing about the token, and rotating the token ends every
-session. The cookie is HttpOnly and SameSite=Strict; page forms are also refused when the
-browser says they come from another origin (`Sec-Fetch-Site`, else `Origin`), so another
-site cannot make a signed-in browser create orders or refunds. A backend started without an
-API token has open pages, exactly as its API is open.
+as a bearer token); sign-ins are throttled per client address (semops.service.throttle).
+The browser then holds a session cookie: 256 random bits. The server keeps, in its
+database, only the cookie's SHA-256 (`session_digest`), the digest of the token it was
+opened under and its absolute expiry (SESSION_TTL_S after sign-in): logout deletes the row
+at once, so a copied cookie dies with it; rotating the token ends every session; every
+worker sees the same sessions. The cookie is HttpOnly and SameSite=Strict; page forms are
+also refused when the browser says they come from another origin (`Sec-Fetch-Site`, else
+`Origin`), so another site cannot make a signed-in browser create orders or refunds. Each
+form that moves money carries an idempotency key made when the form was rendered, so a
+double submit or a browser's retry does it once. Only a backend started with
+`--development` (on loopback) has no token, and open pages.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from urllib.parse import parse_qs, urlsplit
 import jinja2
 from markupsafe import Markup
 
-from semops.core.encoding import b64url_encode
 from semops.core.errors import E, SemopsError
 from semops.core.limits import (
     BASKET_LINES_MAX,
@@ -38,9 +41,14 @@ from semops.core.limits import (
 )
 from semops.core.money import format_amount, parse_amount
 
-# A shift at the till; after that the token is typed again.
+# A shift at the till; after that the token is typed again, however busy the session was.
 SESSION_TTL_S: Final = 8 * 60 * 60
 SESSION_COOKIE: Final = "semops_shop_session"
+# Sessions kept at once: a shop has a few tills and phones; past this the oldest one ends,
+# so signing in again and again cannot fill the table.
+SESSIONS_MAX: Final = 64
+# A session cookie as sent back: ours are 43 characters; a longer one is not ours.
+SESSION_COOKIE_MAX_CHARS: Final = 64
 # Orders on one page of the orders list: enough for a glance, short on a phone.
 ORDERS_PER_PAGE: Final = 20
 # Empty basket lines on a fresh new-order form (the page can add more up to the limit).
@@ -177,6 +185,14 @@ _READABLE: Final[dict[str, tuple[str, str]]] = {
         "The payment processor did not answer in time.",
         "Nothing was done twice: wait a moment and try again; the orders page shows the outcome.",
     ),
+    E.REFUND_NOT_COMPLETED.code: (
+        "The refund could not be completed, so no money was moved.",
+        "Try again later; if it keeps happening, ask the processor.",
+    ),
+    E.LOGIN_THROTTLED.code: (
+        "Too many wrong tokens were typed from this address.",
+        "Wait a quarter of an hour, then sign in again.",
+    ),
 }
 
 
@@ -225,6 +241,8 @@ def first(form: Mapping[str, list[str]], name: str) -> str:
 
 
 _QUANTITY: Final = re.compile(r"[0-9]{1,6}")
+# An idempotency key a page form carries (semops.core.ids: 8 to 64 URL-safe characters).
+_ID_TEXT: Final = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 def _money(text: str, currency: str, field: str, what: str) -> int:
@@ -333,18 +351,27 @@ def _basket_from_form(form: Mapping[str, list[str]], currency: str) -> list[dict
     return lines
 
 
-def refund_from_form(form: Mapping[str, list[str]]) -> tuple[dict[str, Any], str]:
-    """The `POST /v1/orders/{id}/refunds` document of a refund form, and the typed text."""
+def refund_from_form(form: Mapping[str, list[str]]) -> tuple[dict[str, Any], str, str]:
+    """The `POST /v1/orders/{id}/refunds` document of a refund form, the typed text, and
+    the form's idempotency key (made when the page was rendered: a second submit of the
+    same form is the same refund)."""
     amount = first(form, "amount")
+    key = first(form, "idempotency_key")
+    if not _ID_TEXT.fullmatch(key):
+        raise FormError(
+            "amount",
+            "This refund form is out of date.",
+            "Reload the orders page and send the refund again.",
+        )
     if first(form, "mode") == "rest":
-        return {}, amount  # no amount: the rest of what was paid
+        return {}, amount, key  # no amount: the rest of what was paid
     if not amount:
         raise FormError(
             "amount",
             "Type the amount to refund.",
             "Or choose “Refund all” to refund everything not yet refunded.",
         )
-    return {"amount": amount}, amount
+    return {"amount": amount}, amount, key
 
 
 def form_values(form: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -402,26 +429,23 @@ def safe_next_path(text: str) -> str:
 # --- sessions and origins -----------------------------------------------------------------
 
 
-def _session_mac(api_token: str, expires_at: int) -> str:
-    message = f"semops-merchant-session:{expires_at}".encode()
-    return b64url_encode(hmac.new(api_token.encode(), message, hashlib.sha256).digest())
+def session_digest(cookie: str | None) -> str | None:
+    """What the server keeps of a session cookie (its SHA-256), or None for no cookie."""
+    if not cookie or len(cookie) > SESSION_COOKIE_MAX_CHARS:
+        return None
+    return hashlib.sha256(b"semops-shop-session:" + cookie.encode("utf-8")).hexdigest()
 
 
-def session_cookie(api_token: str, now: int) -> str:
-    expires_at = now + SESSION_TTL_S
-    return f"{expires_at}.{_session_mac(api_token, expires_at)}"
+def token_digest(api_token: str) -> str:
+    """Which API token a session was opened under: a new token ends the old sessions."""
+    return hashlib.sha256(b"semops-shop-token:" + api_token.encode("utf-8")).hexdigest()
 
 
-def session_valid(api_token: str, cookie: str | None, now: int) -> bool:
-    if not cookie or len(cookie) > 80:
+def session_live(session: Mapping[str, Any] | None, api_token: str, now: int) -> bool:
+    """Whether a stored session still signs its browser in."""
+    if session is None or not now < session["expires_at"]:
         return False
-    expires_text, _, mac = cookie.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12:
-        return False
-    expires_at = int(expires_text)
-    if not now < expires_at <= now + SESSION_TTL_S:
-        return False
-    return hmac.compare_digest(mac.encode(), _session_mac(api_token, expires_at).encode())
+    return hmac.compare_digest(session["token_digest"], token_digest(api_token))
 
 
 def same_origin(
@@ -451,6 +475,7 @@ def _origin_of(url: str) -> str:
 
 __all__ = [
     "ORDERS_PER_PAGE",
+    "SESSIONS_MAX",
     "SESSION_COOKIE",
     "SESSION_TTL_S",
     "STATE_NAMES",
@@ -467,7 +492,8 @@ __all__ = [
     "render",
     "safe_next_path",
     "same_origin",
-    "session_cookie",
-    "session_valid",
+    "session_digest",
+    "session_live",
+    "token_digest",
     "trusted_markup",
 ]

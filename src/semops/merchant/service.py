@@ -7,11 +7,19 @@ A shell around `semops.merchant.core`: decode -> decide -> store -> call the pro
   leaves the order `creating`; a retry by the caller (same `Idempotency-Key`) or by the
   poller re-sends the same key, and the processor answers with the same request.
 - A notice (webhook or poll) is verified with the processor's signing key, fetched from
-  `GET /v1/merchant/keys`: the merchant trusts its own processor and no other key. It must
-  match the order's request exactly; then the order is `paid`, once, in one transaction.
-  A tampered notice, one from another signer or one that does not match changes nothing.
-- Refunds are stored (`requested`, with their refund id) before the processor is asked;
-  an unclear answer is asked again with the same refund id by the poller.
+  `GET /v1/merchant/keys` and trusted only if it chains to the trust anchor the backend
+  was set up with (`semops.merchant.trust`: the scheme root, or a pinned key). The signed
+  request of each order is checked under the same key before the order opens. A notice
+  must match the order's request exactly; then the order is `paid`, once, in one
+  transaction. A tampered notice, one under a key that does not chain, one from another
+  signer or one that does not match changes nothing.
+- Refunds take the caller's Idempotency-Key (required: a retry without one could not be
+  told from a second refund). Each is stored (`requested`, with a refund id made here,
+  the key and the digest of what was asked) before the processor is asked; the same key
+  and body find it again, and its refund id, for ever; another body under the key is
+  `idempotency_conflict`. An unclear answer is asked again with the same refund id by the
+  poller. A failed refund shows only a reason about the payment itself
+  (`semops.merchant.core.shown_refund_code`), never one about the payer's side.
 - The poller is the fallback for a webhook that never came: bounded batches, at most
   one look per order per interval, longest-waiting first.
 """
@@ -28,9 +36,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from semops.core.clock import Clock
-from semops.core.encoding import b64url_encode
+from semops.core.encoding import b64url_encode, digest_of
 from semops.core.errors import E, ErrorSpec, SemopsError, lookup
 from semops.core.ids import IdKind, check_id, make_id
 from semops.core.limits import (
@@ -42,8 +51,7 @@ from semops.core.limits import (
     REQUEST_TTL_DEFAULT_S,
 )
 from semops.core.money import format_amount
-from semops.crypto import KeyRing, KeyUse, PublicKeyRecord, read_unverified_claims
-from semops.crypto.keys import make_kid
+from semops.crypto import KeyRing, read_unverified_claims
 from semops.merchant.core import (
     MERCHANT_ORDER,
     PAID_STATES,
@@ -57,6 +65,7 @@ from semops.merchant.core import (
     processor_state_event,
     refund_amount,
     refund_event,
+    shown_refund_code,
 )
 from semops.merchant.events import OrderChanges
 from semops.merchant.listing import order_summary, page_cursor, parse_cursor
@@ -66,7 +75,8 @@ from semops.merchant.processor_api import (
     ProcessorAnswer,
     ProcessorTransport,
 )
-from semops.protocol import DirectoryKey, PaymentNotice, PaymentRequest, open_signed, parse_claims
+from semops.merchant.trust import ProcessorTrust, trusted_keys
+from semops.protocol import PaymentNotice, PaymentRequest, open_signed, parse_claims
 from semops.store import merchant as store
 from semops.store.db import Database, sqlite_url
 
@@ -75,8 +85,9 @@ log = structlog.get_logger("semops.merchant")
 PAY_LINK_PREFIX: Final = "semops:pay?r="
 # The processor's key set is fetched again on an unknown kid (rotation), but not more often
 # than this: notices arrive unauthenticated, so a flood of bogus kids must not become a
-# flood of calls to the processor.
-KEYS_REFRESH_MIN_S: Final = 30
+# flood of calls to the processor (one every ten seconds is nothing), while a rotation or
+# a key document refused once (an attacker on the link) is looked at again soon.
+KEYS_REFRESH_MIN_S: Final = 10
 _NO_ANSWER: Final = frozenset({E.TIMEOUT.code, E.UNAVAILABLE.code})
 _S = MerchantOrderState
 
@@ -95,10 +106,18 @@ class MerchantSettings:
     api_key_file: Path | None = None
     # Where customers reach the checkout page (the default is this service's own address).
     public_url: str | None = None
-    # If set, POST routes of the merchant API require `Authorization: Bearer <token>`.
+    # The API token (a 0600 file): the order API, the order list and the shop pages need
+    # it. Only `development` on a loopback address may run without one (semops.merchant.main).
     api_token_file: Path | None = None
     request_ttl_s: int = REQUEST_TTL_DEFAULT_S
     poll_interval_s: float = MERCHANT_POLL_INTERVAL_S
+    # The trust anchor for the processor's notice key, set up out of band: the scheme root
+    # certificate with the processor's id, and/or the key's RFC 7638 thumbprint.
+    root_ca_file: Path | None = None
+    processor_id: str | None = None
+    processor_key_pin: str | None = None
+    # Open order API and pages, allowed only on loopback: a developer's own machine.
+    development: bool = False
 
     @property
     def database_url(self) -> str:
@@ -119,45 +138,8 @@ class _KeyCache:
     fetched_at: int | None = None
 
 
-def key_records_from(document: Any) -> list[PublicKeyRecord]:
-    """The signing keys in a `GET /v1/merchant/keys` answer.
-
-    Accepts `{"processor_id", "signing_key"}` (what the processor serves), one key record,
-    a list of them, or `{"keys": [...]}`, each a directory key
-    (kid, use, jwk, validity, status). The owner is the record's `owner` or the document's
-    `processor_id`, else the kid's prefix; in every case the kid must be exactly
-    `make_kid(owner, jwk)`, so a key cannot claim another owner."""
-    if isinstance(document, dict) and isinstance(document.get("keys"), list):
-        items, default_owner = document["keys"], document.get("processor_id")
-    elif isinstance(document, dict) and isinstance(document.get("signing_key"), dict):
-        items, default_owner = [document["signing_key"]], document.get("processor_id")
-    elif isinstance(document, dict) and "kid" in document:
-        items, default_owner = [document], document.get("processor_id")
-    elif isinstance(document, list):
-        items, default_owner = document, None
-    else:
-        raise SemopsError(E.MALFORMED, "the processor's key document is not understood")
-    records = []
-    for item in items[:8]:
-        if not isinstance(item, dict):
-            continue
-        members = ("kid", "use", "jwk", "not_before", "not_after", "status")
-        try:
-            key = DirectoryKey.model_validate({k: item[k] for k in members if k in item})
-        except ValueError:
-            raise SemopsError(E.MALFORMED, "a processor key record is malformed") from None
-        owner = item.get("owner") or default_owner or key.kid.split(":", 1)[0]
-        if not isinstance(owner, str) or make_kid(owner, key.jwk.model_dump()) != key.kid:
-            raise SemopsError(E.KEY_UNKNOWN, "a processor key's id does not name its key")
-        if key.use == KeyUse.SIGN.value:
-            records.append(key.to_record(owner))
-    if not records:
-        raise SemopsError(E.KEY_UNKNOWN, "the processor published no signing key")
-    return records
-
-
 def _request_of(token: str) -> PaymentRequest:
-    """The request the processor gave us over our authenticated channel."""
+    """A request token this service verified before storing it."""
     return parse_claims(read_unverified_claims(token), PaymentRequest)
 
 
@@ -170,10 +152,13 @@ class MerchantService:
         api_key: str,
         clock: Clock,
         entropy: Callable[[int], bytes] = secrets.token_bytes,
+        *,
+        trust: ProcessorTrust,
     ) -> None:
         self.settings = settings
         self.database = database
         self.transport = transport
+        self.trust = trust
         self.clock = clock
         self._api_key = api_key
         self._entropy = entropy
@@ -196,25 +181,38 @@ class MerchantService:
         )
 
     async def _ring(self, *, refresh: bool = False) -> KeyRing:
+        """The processor's keys that chain to our trust anchor (fetched when unknown or,
+        on an unknown kid, again at most every KEYS_REFRESH_MIN_S). A key document that
+        does not chain changes nothing: the keys trusted before stay trusted."""
         now = self.clock.now()
         fetched = self._keys.fetched_at
         stale = fetched is None or (refresh and now - fetched >= KEYS_REFRESH_MIN_S)
-        if stale:
-            answer = await self._call("GET", KEYS_PATH)
-            self._keys = _KeyCache(KeyRing(key_records_from(answer.json())), now)
+        if not stale:
+            return self._keys.ring
+        self._keys = _KeyCache(self._keys.ring, now)  # one fetch per interval, even failed
+        answer = await self._call("GET", KEYS_PATH)
+        try:
+            records = trusted_keys(answer.json(), self.trust, now)
+        except SemopsError as error:
+            log.error("processor_key_untrusted", code=error.code, detail=error.detail)
+            raise
+        self._keys = _KeyCache(KeyRing(records), now)
         return self._keys.ring
 
-    async def verify_notice(self, token: str) -> PaymentNotice:
-        """A notice signed by our processor's current key, or the reason it is refused."""
-        ring = await self._ring()
+    async def _verified(self, token: str, kind: type[Any]) -> Any:
+        """A message our processor signed under a key we trust, or the reason it is not."""
         now = self.clock.now()
         try:
-            return open_signed(token, PaymentNotice, ring, now).message
+            return open_signed(token, kind, await self._ring(), now).message
         except SemopsError as error:
             if error.code != E.KEY_UNKNOWN.code:
                 raise
-        ring = await self._ring(refresh=True)
-        return open_signed(token, PaymentNotice, ring, now).message
+        return open_signed(token, kind, await self._ring(refresh=True), now).message
+
+    async def verify_notice(self, token: str) -> PaymentNotice:
+        """A notice signed by our processor's trusted key, or the reason it is refused."""
+        notice: PaymentNotice = await self._verified(token, PaymentNotice)
+        return notice
 
     # --- orders -------------------------------------------------------------------------
 
@@ -314,7 +312,11 @@ class MerchantService:
         """Record the processor's signed request, after checking it is what we asked for."""
         if not isinstance(document, dict) or not isinstance(document.get("token"), str):
             raise SemopsError(E.MALFORMED, "the processor's request answer has no token")
-        request = _request_of(document["token"])
+        # The token is what the customer's wallet will pay: signed by our processor under a
+        # key we trust, and for us, or a swapped answer would send the money elsewhere.
+        request: PaymentRequest = await self._verified(document["token"], PaymentRequest)
+        if request.payee_id != self.settings.merchant_id:
+            raise SemopsError(E.ORDER_MISMATCH, "the processor's request is for another payee")
         asked = (row["amount_minor"], row["currency"], row["reference"], row["basket_digest"])
         got = (request.amount_minor, request.currency, request.reference, request.basket_digest)
         if asked != got:
@@ -442,11 +444,48 @@ class MerchantService:
 
     # --- refunds ------------------------------------------------------------------------
 
-    async def refund(self, order_id: str, document: Any) -> dict[str, Any]:
+    async def refund(
+        self, order_id: str, document: Any, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        """Refund (part of) a paid order, once per Idempotency-Key: the same key and body
+        give the same refund (asked of the processor again while it is on its way)."""
         wanted = parse_input(RefundInput, document)
+        if idempotency_key is None:
+            raise SemopsError(E.IDEMPOTENCY_KEY_REQUIRED)
+        key = check_id(idempotency_key)
+        digest = digest_of({"order_id": order_id, **wanted.model_dump(exclude_none=True)})
+        try:
+            refund, row = await self._stored_refund(order_id, wanted, key, digest)
+        except IntegrityError:  # the same key, stored by a concurrent call a moment ago
+            refund, row = await self._stored_refund(order_id, wanted, key, digest)
+        if refund["state"] in store.REFUND_UNSETTLED:
+            refund = await self._send_refund(refund, row)
+        if refund["state"] == "failed":
+            raise SemopsError(
+                lookup_code(refund["error_code"]),
+                "the refund was refused",
+                refund_id=refund["refund_id"],
+            )
+        return {
+            "refund": _refund_view(refund),
+            "order": await self.view(await self.order(order_id)),
+        }
+
+    async def _stored_refund(
+        self, order_id: str, wanted: RefundInput, key: str, digest: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the refund under this key, its order): found, or checked and stored now."""
         now = self.clock.now()
         async with self.database.write() as connection:
-            row = await store.get_order(connection, order_id)
+            found = await store.get_refund_by_key(connection, key)
+            if found is not None:
+                if found["content_digest"] != digest:
+                    raise SemopsError(E.IDEMPOTENCY_CONFLICT)
+                row = await store.get_order(connection, found["order_id"])
+                assert row is not None
+                return found, row
+            # The order's lock: refunds of one order are decided one after the other.
+            row = await store.get_order(connection, order_id, for_update=True)
             if row is None:
                 raise SemopsError(E.NOT_FOUND, "no such order")
             state = MerchantOrderState(row["state"])
@@ -468,15 +507,12 @@ class MerchantService:
                 "error_code": None,
                 "created_at": now,
                 "updated_at": now,
+                "idempotency_key": key,
+                "content_digest": digest,
             }
             await store.insert_refund(connection, refund)
-        refund = await self._send_refund(refund, row)
-        if refund["state"] == "failed":
-            raise SemopsError(lookup_code(refund["error_code"]), "the refund was refused")
-        return {
-            "refund": _refund_view(refund),
-            "order": await self.view(await self.order(order_id)),
-        }
+        log.info("refund_stored", order_id=order_id, refund_id=refund["refund_id"])
+        return refund, row
 
     async def _send_refund(self, refund: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         body = {"refund_id": refund["refund_id"], "amount_minor": refund["amount_minor"]}
@@ -492,10 +528,12 @@ class MerchantService:
         if answer.ok:
             document = answer.json()
             state = document.get("state") if isinstance(document, dict) else None
-            return await self._settle_refund(refund["refund_id"], str(state), None)
+            reason = document.get("reason_code") if isinstance(document, dict) else None
+            code = shown_refund_code(reason if isinstance(reason, str) else None)
+            return await self._settle_refund(refund["refund_id"], str(state), code)
         if 400 <= answer.status < 500 and answer.status not in (408, 429):
             return await self._settle_refund(
-                refund["refund_id"], "failed", _problem_of(answer).code
+                refund["refund_id"], "failed", shown_refund_code(_problem_of(answer).code)
             )
         return await self._settle_refund(refund["refund_id"], "in_doubt", None)
 
@@ -506,6 +544,10 @@ class MerchantService:
         state = reported if reported in ("completed", "failed") else "in_doubt"
         if reported in ("requested", "sent"):
             state = "sent"
+        if state == "failed" and error_code is None:
+            error_code = E.REFUND_NOT_COMPLETED.code
+        if state != "failed":
+            error_code = None
         now = self.clock.now()
         async with self.database.write() as connection:
             refund = await store.get_refund(connection, refund_id)
@@ -602,9 +644,9 @@ class MerchantService:
 def lookup_code(code: str | None) -> ErrorSpec:
     """The registry entry of a stored error code (a refused refund's)."""
     try:
-        return lookup(code or "")
+        return lookup(shown_refund_code(code) or "")
     except KeyError:
-        return E.REFUND_NOT_ALLOWED
+        return E.REFUND_NOT_COMPLETED
 
 
 def _problem_of(answer: ProcessorAnswer) -> SemopsError:
@@ -620,8 +662,9 @@ def _refund_view(refund: dict[str, Any]) -> dict[str, Any]:
         "refund_id": refund["refund_id"],
         "amount_minor": refund["amount_minor"],
         "state": refund["state"],
-        "error_code": refund["error_code"],
+        "error_code": shown_refund_code(refund["error_code"]),
         "created_at": refund["created_at"],
+        "idempotency_key": refund.get("idempotency_key"),
     }
 
 
@@ -655,10 +698,40 @@ def order_view(
     }
 
 
+# What anyone holding an order id may read (a paying customer has it from the checkout
+# link): what the checkout page shows -- the state, the amount, reference and basket, the
+# request to pay and its expiry, and once paid the processor's signed guarantee. Not the
+# refunds, the idempotency key, the request id or anything else of the shop's own records.
+PUBLIC_ORDER_FIELDS: Final = (
+    "order_id",
+    "state",
+    "amount",
+    "amount_minor",
+    "currency",
+    "reference",
+    "basket",
+    "token",
+    "link",
+    "qr_svg",
+    "qr_png",
+    "checkout_url",
+    "expires_at",
+    "paid_at",
+    "transfer_id",
+    "notice",
+)
+
+
+def public_order_view(view: dict[str, Any]) -> dict[str, Any]:
+    """The part of an order view that needs no credential (see PUBLIC_ORDER_FIELDS)."""
+    return {name: view[name] for name in PUBLIC_ORDER_FIELDS}
+
+
 __all__ = [
     "PAY_LINK_PREFIX",
+    "PUBLIC_ORDER_FIELDS",
     "MerchantService",
     "MerchantSettings",
-    "key_records_from",
     "order_view",
+    "public_order_view",
 ]

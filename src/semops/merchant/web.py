@@ -5,12 +5,13 @@ about any customer): the checkout page `/checkout/{id}`, its live status stream
 `/v1/orders/{id}/events` (text/event-stream) and `/v1/orders/{id}/status` (JSON, for the
 page's polling fallback), and `/static/…`.
 
-Staff (the API token, as a bearer token or as a session cookie from `/login`, when the
-backend has one): `/shop/new` (a basket and/or an amount becomes an order, then its
+Staff (the API token, as a bearer token or as a server-side session from `/login`; open
+only in development): `/shop/new` (a basket and/or an amount becomes an order, then its
 checkout page), `/shop/orders` (newest first, paged, with full and partial refunds) and
-`GET /v1/orders` (the same list as JSON). See `semops.merchant.pages` for the session and
-the cross-site checks. Forms work without JavaScript; the little script there only adds
-basket lines and follows the status live.
+`GET /v1/orders` (the same list as JSON). See `semops.merchant.pages` for the session, the
+forms' idempotency keys and the cross-site checks, `semops.merchant.sessions` for where
+sessions live. Forms work without JavaScript; the little script there only adds basket
+lines and follows the status live.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any, Final
 
+import structlog
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -56,11 +58,13 @@ from semops.merchant.pages import (
     render,
     safe_next_path,
     same_origin,
-    session_cookie,
-    session_valid,
 )
 from semops.merchant.service import MerchantService
+from semops.merchant.sessions import ShopSessions
+from semops.service.throttle import TOKEN_INPUT_MAX_CHARS, token_matches
 from semops.store.merchant import REFUND_UNSETTLED
+
+log = structlog.get_logger("semops.merchant")
 
 OrderIdPath = Annotated[
     str, Path(min_length=ID_MIN_CHARS, max_length=ID_MAX_CHARS, pattern=ID_PATTERN)
@@ -142,15 +146,19 @@ def add_pages(
     service.changes.streams_max = limits.streams_max
     shop_name = service.settings.merchant_id
     bearer = f"Bearer {api_token}".encode() if api_token else None
+    sessions = ShopSessions(service.database, service.clock, api_token) if api_token else None
 
-    def signed_in(request: Request) -> bool:
-        if api_token is None or bearer is None:
-            return True
+    async def signed_in(request: Request) -> bool:
+        if sessions is None or bearer is None:
+            return True  # development: no token, open pages (loopback only)
         given = request.headers.get("authorization", "").encode("utf-8", errors="replace")
         if hmac.compare_digest(given, bearer):
             return True
-        cookie = request.cookies.get(SESSION_COOKIE)
-        return session_valid(api_token, cookie, service.clock.now())
+        return await sessions.live(request.cookies.get(SESSION_COOKIE))
+
+    def client_of(request: Request) -> str:
+        # The socket's peer: a forwarded header could name any address it liked.
+        return request.client.host if request.client is not None else "unknown"
 
     def from_here(request: Request) -> bool:
         headers = request.headers
@@ -251,30 +259,51 @@ def add_pages(
             return forbidden_page(nonce)
         form = parse_form(await request.body())
         next_path = safe_next_path(first(form, "next"))
-        if api_token is None:
+        if api_token is None or sessions is None:
             return _see_other(next_path)
-        given = first(form, "token").encode("utf-8", errors="replace")
-        if not hmac.compare_digest(given, api_token.encode()):
-            error = readable(SemopsError(E.UNAUTHENTICATED))
+
+        def refused(error: SemopsError) -> Response:
             return staff_page(
-                "login.html", nonce, 401, current="login", next_path=next_path, error=error
+                "login.html",
+                nonce,
+                error.spec.http_status,
+                current="login",
+                next_path=next_path,
+                error=readable(error),
             )
+
+        client = client_of(request)
+        if sessions.throttle.blocked(client):
+            log.warning("shop_login_throttled")
+            return refused(SemopsError(E.LOGIN_THROTTLED))
+        given = first(form, "token")[: TOKEN_INPUT_MAX_CHARS + 1]
+        if not token_matches(given, api_token):
+            sessions.throttle.failed(client)
+            log.warning("shop_login_failed")
+            return refused(SemopsError(E.UNAUTHENTICATED))
+        sessions.throttle.succeeded(client)
+        await sessions.close(request.cookies.get(SESSION_COOKIE))  # never two at once
         response = _see_other(next_path)
         response.set_cookie(
             SESSION_COOKIE,
-            session_cookie(api_token, service.clock.now()),
+            await sessions.open(),
             max_age=SESSION_TTL_S,
             path="/",
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https" or service.settings.base_url.startswith("https:"),
         )
+        log.info("shop_signed_in")
         return response
 
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
         if not from_here(request):
             return forbidden_page(secrets.token_urlsafe(16))
+        if sessions is not None:
+            # The session ends here, on the server: a copy of the cookie is worth nothing.
+            await sessions.close(request.cookies.get(SESSION_COOKIE))
+            log.info("shop_signed_out")
         response = _see_other("/login")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response
@@ -287,7 +316,7 @@ def add_pages(
 
     @app.get("/shop/new", response_class=HTMLResponse, include_in_schema=False)
     async def new_order_page(request: Request) -> Response:
-        if not signed_in(request):
+        if not await signed_in(request):
             return _see_other("/login?next=/shop/new")
         nonce = secrets.token_urlsafe(16)
         context = new_order_context(blank_order_form(), f"ik_{secrets.token_urlsafe(18)}")
@@ -298,7 +327,7 @@ def add_pages(
     @app.post("/shop/orders", include_in_schema=False)
     async def create_order_form(request: Request) -> Response:
         nonce = secrets.token_urlsafe(16)
-        if not signed_in(request):
+        if not await signed_in(request):
             return _see_other("/login?next=/shop/new")
         if not from_here(request):
             return forbidden_page(nonce)
@@ -343,8 +372,14 @@ def add_pages(
         except SemopsError as problem:
             listing, before = await service.list_orders(None, ORDERS_PER_PAGE), None
             error, status_code = readable(problem, "That page of orders does not exist."), 422
+        # Each refund form carries its own key, made now: sent twice, it refunds once.
         orders = [
-            {**order, "created_text": time_text(order["created_at"])} for order in listing["orders"]
+            {
+                **order,
+                "created_text": time_text(order["created_at"]),
+                "refund_key": f"ik_{secrets.token_urlsafe(18)}",
+            }
+            for order in listing["orders"]
         ]
         if error_order is not None and all(o["order_id"] != error_order for o in orders):
             error_order = None  # not on this page: the alert goes on top instead
@@ -367,7 +402,7 @@ def add_pages(
     async def orders_list_page(
         request: Request, before: Cursor = None, refund: OptionalId = None, order: OptionalId = None
     ) -> Response:
-        if not signed_in(request):
+        if not await signed_in(request):
             return _see_other("/login?next=/shop/orders")
         message = None
         if refund is not None and order is not None:
@@ -380,15 +415,15 @@ def add_pages(
     @app.post("/shop/orders/{order_id}/refunds", include_in_schema=False)
     async def refund_form(order_id: OrderIdPath, request: Request) -> Response:
         nonce = secrets.token_urlsafe(16)
-        if not signed_in(request):
+        if not await signed_in(request):
             return _see_other("/login?next=/shop/orders")
         if not from_here(request):
             return forbidden_page(nonce)
         form = parse_form(await request.body())
         typed = first(form, "amount")
         try:
-            document, typed = refund_from_form(form)
-            result = await service.refund(order_id, document)
+            document, typed, key = refund_from_form(form)
+            result = await service.refund(order_id, document, key)
         except FormError as problem:
             return await orders_page(
                 nonce, None, status_code=422, error=problem.readable, error_order=order_id
@@ -421,7 +456,7 @@ def add_pages(
     async def list_orders(
         request: Request, before: Cursor = None, limit: Limit = ORDERS_PER_PAGE
     ) -> JSONResponse:
-        if not signed_in(request):
+        if not await signed_in(request):
             raise SemopsError(E.UNAUTHENTICATED)
         return JSONResponse(
             await service.list_orders(before, limit), headers={"Cache-Control": "no-store"}

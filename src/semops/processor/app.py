@@ -259,7 +259,14 @@ def _add_merchant(app: FastAPI, processor: Processor) -> None:
     async def keys(authorization: Authorization = None) -> dict[str, Any]:
         await processor.payees.merchant_for_key(authorization)
         config = processor.config_document()
-        return {"processor_id": config["processor_id"], "signing_key": config["signing_key"]}
+        keys = processor.context.keys
+        # The certificate lets the merchant chain the key to the scheme root it holds: a key
+        # fetched over a link an attacker may sit on is trusted only that way (or pinned).
+        return {
+            "processor_id": config["processor_id"],
+            "signing_key": config["signing_key"],
+            "signing_certificate": keys.pem(keys.sign_certificate),
+        }
 
 
 def _add_admin(app: FastAPI, processor: Processor) -> None:

@@ -9,9 +9,16 @@ Theory of operation (DESIGN.md §3 "Refund", §5):
   first. On-us (this processor also holds the payer) the reservation is posted straight
   to the payer's account in the same transaction. Routed, a signed RefundTransfer naming
   only the original transfer goes to the router, which alone knows who paid; its answer
-  posts the reservation to settlement (committed) or voids it (aborted, or refused before
-  recording); anything else leaves the refund IN_DOUBT until the router's word arrives.
-  The merchant never learns who paid.
+  posts the reservation to settlement (committed); anything else leaves the refund IN_DOUBT
+  until the router's word arrives. The merchant never learns who paid, and never why the
+  payer side could not take a refund (semops.protocol.refunds): only a refusal about the
+  payment itself (not paid, too much, another currency) fails it. An attempt that will
+  never commit for any other reason (aborted, or never recorded and expired) gives way to
+  a new attempt under a new network refund id -- the old reservation is voided and the
+  money reserved again under the new id, in one transaction -- sent after a growing wait,
+  until the retry window ends and it fails as `refund_not_completed`. A refusal that may
+  pass (a processor suspended, a cap) is never taken as "not recorded": the router records
+  a refund before it looks at the receiver, so it is asked about like an unanswered one.
 - Receiving (the payer's processor). The router forwards the RefundTransfer verbatim. The
   processor finds its own outbound transfer, checks the total against what was paid,
   records the pending credit and answers a signed RefundResult. The customer is credited
@@ -53,7 +60,11 @@ from semops.protocol import (
     RequestState,
     StoredOutcome,
     TransferStatus,
+    attempt_due,
     decide,
+    is_final_refusal,
+    may_retry,
+    merchant_refund_code,
 )
 from semops.store import processor as store
 
@@ -77,7 +88,8 @@ def refund_view(refund: dict[str, Any]) -> dict[str, Any]:
         "state": refund["state"],
         "amount_minor": refund["amount_minor"],
         "currency": refund["currency"],
-        "reason_code": refund["reason_code"],
+        # Only a reason about the payment itself: nothing about the payer's side.
+        "reason_code": merchant_refund_code(refund["reason_code"]),
     }
 
 
@@ -119,7 +131,7 @@ class Refunds:
             if row["on_us"]:
                 row = await self._complete_on_us(connection, row, now)
         if not row["on_us"]:
-            row = await self._send(row, now)
+            row = await self._send(row, now) or await self._current(payee, merchant_refund_id)
         self.context.metrics.refunds.labels("sent", row["state"]).inc()
         log.info("refund_answered", refund_id=row["refund_id"], state=row["state"])
         return refund_view(row)
@@ -203,7 +215,7 @@ class Refunds:
         )
         return {**row, "state": state.value, "decided_at": now}
 
-    async def _send(self, row: dict[str, Any], now: int) -> dict[str, Any]:
+    async def _send(self, row: dict[str, Any], now: int) -> dict[str, Any] | None:
         message = RefundTransfer(
             refund_id=row["refund_id"],
             transfer_id=row["transfer_id"],
@@ -217,23 +229,27 @@ class Refunds:
         verdict = await send_to_router(self.context, REFUNDS_PATH, self.context.sign(message))
         return await self._apply_verdict(row["refund_id"], verdict)
 
-    async def _apply_verdict(self, refund_id: str, verdict: RouterVerdict) -> dict[str, Any]:
+    async def _apply_verdict(self, refund_id: str, verdict: RouterVerdict) -> dict[str, Any] | None:
+        """The router's word on one attempt; None if that attempt was replaced meanwhile."""
         status = verdict.status
         if status is not None and status.transfer_id == refund_id and status.state != "reserved":
             event = RefundEvent.ACCEPTED if status.state == "committed" else RefundEvent.REJECTED
             return await self._transition(refund_id, event, status.reason_code)
-        if verdict.refused is not None:
+        if verdict.refused is not None and is_final_refusal(verdict.refused.code):
             return await self._transition(refund_id, RefundEvent.REJECTED, verdict.refused.code)
+        # No answer, or a refusal that may pass (given even for a refund already recorded).
         return await self._transition(refund_id, RefundEvent.TIMED_OUT)
 
     async def _transition(
         self, refund_id: str, event: RefundEvent, reason_code: str | None = None
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """One step of the attempt `refund_id`. REJECTED means "will never commit": it fails
+        the refund only for a final reason, else it makes way for a new attempt."""
         now = self.context.clock.now()
         async with self.context.database.write() as connection:
             row = await store.get_row(connection, store.refunds_out, refund_id, for_update=True)
             if row is None:
-                raise SemopsError(E.NOT_FOUND, "no such refund")
+                return None  # replaced by a new attempt: this word is about a dead one
             state = RefundState(row["state"])
             if REFUND.is_terminal(state):
                 if event is not RefundEvent.TIMED_OUT:
@@ -242,30 +258,90 @@ class Refunds:
             if event is RefundEvent.ACCEPTED:
                 await accounts.post_to_settlement(connection, _reservation(row), now)
                 return await self._completed(connection, row, now)
+            if event is RefundEvent.REJECTED and not is_final_refusal(reason_code):
+                if may_retry(row["created_at"], now):
+                    return await self._retry(connection, row, now)
+                reason_code = E.REFUND_NOT_COMPLETED.code
             target = REFUND.next(state, event)
             values: dict[str, Any] = {"state": target.value}
             if target is RefundState.FAILED:
                 await accounts.void(connection, _reservation(row), now)
-                values.update(reason_code=reason_code or E.TRANSFER_REJECTED.code, decided_at=now)
+                values.update(reason_code=reason_code, decided_at=now)
             await store.update_row(connection, store.refunds_out, refund_id, values)
         return {**row, **values}
 
+    async def _retry(
+        self, connection: AsyncConnection, row: dict[str, Any], now: int
+    ) -> dict[str, Any]:
+        """The attempt will never commit: a new one, under a new id, waits to be sent. The
+        money stays held: released under the old id, reserved again under the new one."""
+        state = REFUND.next(RefundState(row["state"]), RefundEvent.RETRY)
+        await accounts.void(connection, _reservation(row), now)
+        refund_id = new_network_id(IdKind.REFUND)
+        amount = _reservation(row).amount
+        await accounts.reserve(connection, row["account_id"], amount, refund_id, now)
+        # decided_at of a waiting attempt: when the one before it was given up.
+        values = {"refund_id": refund_id, "state": state.value, "decided_at": now}
+        await store.update_row(connection, store.refunds_out, row["refund_id"], values)
+        log.info("refund_retry_planned", refund_id=row["refund_id"], next_refund_id=refund_id)
+        return {**row, **values}
+
+    async def _send_attempt(self, refund_id: str) -> dict[str, Any] | None:
+        """Send a waiting attempt (unless another worker already did)."""
+        now = self.context.clock.now()
+        async with self.context.database.write() as connection:
+            row = await store.get_row(connection, store.refunds_out, refund_id, for_update=True)
+            if row is None or row["state"] != RefundState.REQUESTED.value:
+                return None
+            state = REFUND.next(RefundState.REQUESTED, RefundEvent.SEND)
+            values = {"state": state.value, "expires_at": now + TRANSFER_TTL_DEFAULT_S}
+            await store.update_row(connection, store.refunds_out, refund_id, values)
+        return await self._send({**row, **values}, now)
+
+    async def _current(self, payee: dict[str, Any], merchant_refund_id: str) -> dict[str, Any]:
+        async with self.context.database.read() as connection:
+            row = await store.find_row(
+                connection,
+                store.refunds_out,
+                payee_id=payee["payee_id"],
+                merchant_refund_id=merchant_refund_id,
+            )
+        assert row is not None, "a refund row is replaced, never removed"
+        return row
+
     async def resolve_in_doubt(self) -> int:
-        """Ask the router about refunds sent without a known outcome."""
+        """Send waiting attempts; ask the router about those sent without a known outcome.
+        Returns how many refunds this pass finished."""
         async with self.context.database.read() as connection:
             pending = await store.unresolved_refunds(connection, IN_DOUBT_BATCH_MAX)
         decided = 0
         for row in pending:
-            verdict = await ask_router(self.context, row["refund_id"])
-            if verdict.refused is not None and verdict.refused.spec is E.NOT_FOUND:
-                if self.context.clock.now() < row["expires_at"] + CLOCK_SKEW_MAX_S:
-                    continue  # not recorded yet, but it still could be
-                verdict = RouterVerdict(refused=SemopsError(E.TRANSFER_EXPIRED))
-            elif verdict.status is None or verdict.status.state == "reserved":
+            try:
+                after = await self._resolve(row)
+            except SemopsError as error:  # one refund's trouble never stops the others
+                log.warning("refund_resolve_failed", refund_id=row["refund_id"], code=error.code)
                 continue
-            after = await self._apply_verdict(row["refund_id"], verdict)
-            decided += RefundState(after["state"]) in REFUND.terminal
+            decided += after is not None and RefundState(after["state"]) in REFUND.terminal
         return decided
+
+    async def _resolve(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        now = self.context.clock.now()
+        if row["state"] == RefundState.REQUESTED.value:
+            given_up_at = row["decided_at"] or row["created_at"]
+            if not attempt_due(row["created_at"], given_up_at, now):
+                return None
+            return await self._send_attempt(row["refund_id"])
+        verdict = await ask_router(self.context, row["refund_id"])
+        if verdict.refused is not None and verdict.refused.spec is E.NOT_FOUND:
+            if now < row["expires_at"] + CLOCK_SKEW_MAX_S:
+                return None  # not recorded yet, but it still could be
+            # Never recorded, and now it never can be: this attempt is dead.
+            return await self._transition(
+                row["refund_id"], RefundEvent.REJECTED, E.TRANSFER_EXPIRED.code
+            )
+        if verdict.status is None or verdict.status.state == "reserved":
+            return None
+        return await self._apply_verdict(row["refund_id"], verdict)
 
     async def get_refund(self, payee: dict[str, Any], merchant_refund_id: str) -> dict[str, Any]:
         async with self.context.database.read() as connection:

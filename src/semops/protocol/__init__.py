@@ -33,6 +33,15 @@ from semops.protocol.messages import (
     order_digest_of,
     parse_claims,
 )
+from semops.protocol.refunds import (
+    FINAL_REFUSALS,
+    MERCHANT_REFUND_CODES,
+    attempt_due,
+    is_final_refusal,
+    may_retry,
+    merchant_refund_code,
+    retry_delay_s,
+)
 from semops.protocol.replay import (
     Decision,
     IdempotencyVerdict,
@@ -65,7 +74,9 @@ from semops.protocol.states import (
 )
 
 __all__ = [
+    "FINAL_REFUSALS",
     "MACHINES",
+    "MERCHANT_REFUND_CODES",
     "MESSAGE_TYPES",
     "ORDER",
     "PAYEE_TRANSFER",
@@ -113,13 +124,18 @@ __all__ = [
     "TransferPrepare",
     "TransferReject",
     "TransferStatus",
+    "attempt_due",
     "check_fresh",
     "check_order_matches_request",
     "decide",
+    "is_final_refusal",
+    "may_retry",
+    "merchant_refund_code",
     "open_signed",
     "order_digest_of",
     "parse_claims",
     "retain_until",
+    "retry_delay_s",
     "seal",
     "sign",
     "unseal",

@@ -415,6 +415,10 @@ class RefundEvent(StrEnum):
     REJECTED = "rejected"
     TIMED_OUT = "timed_out"
     CANCEL = "cancel"
+    # The attempt is known never to commit (aborted, or never recorded and expired) for a
+    # reason that may pass (semops.protocol.refunds): a new attempt, under a new network
+    # refund id, waits to be sent.
+    RETRY = "retry"
 
 
 _FS, _FE = RefundState, RefundEvent
@@ -430,6 +434,8 @@ REFUND: Final = StateMachine[RefundState, RefundEvent](
         (_FS.IN_DOUBT, _FE.REJECTED): _FS.FAILED,
         # Still no answer: keep asking.
         (_FS.IN_DOUBT, _FE.TIMED_OUT): _FS.IN_DOUBT,
+        (_FS.SENT, _FE.RETRY): _FS.REQUESTED,
+        (_FS.IN_DOUBT, _FE.RETRY): _FS.REQUESTED,
         # Duplicates: re-delivered or re-queried outcomes.
         (_FS.COMPLETED, _FE.ACCEPTED): _FS.COMPLETED,
         (_FS.FAILED, _FE.REJECTED): _FS.FAILED,

@@ -5,7 +5,12 @@ orders    one row per checkout order. Written (state `creating`, with its idempo
           lost answer is retried with the same key and never creates a second request. The
           basket stays here; only its digest goes to the processor. When paid, the row
           keeps the processor's signed PaymentNotice: the guarantee, nothing about the payer.
-refunds   refunds the merchant asked for, by a refund id made and stored before the call.
+refunds   refunds the merchant asked for, by a refund id made and stored before the call,
+          with the caller's Idempotency-Key and the digest of what it asked: the same key
+          finds the same refund (and its refund id, the one the processor knows) for ever.
+sessions  signed-in shop pages: the SHA-256 of each session cookie (never the cookie), the
+          API token it was opened under (a digest) and its absolute expiry. Logout deletes
+          the row; rotating the token ends every session.
 notices   every verified PaymentNotice received (webhook or poll), matched or not, keyed by
           transfer id: a re-delivery finds its row and changes nothing.
 """
@@ -76,8 +81,22 @@ refunds = Table(
     Column("error_code", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The caller's key (None only on refunds made before keys were required).
+    Column("idempotency_key", String(64), nullable=True),
+    Column("content_digest", String(43), nullable=True),
     Index("ix_refunds_order", "order_id"),
+    Index("ux_refunds_idempotency_key", "idempotency_key", unique=True),
     Index("ix_refunds_state", "state"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_digest", String(64), primary_key=True),  # SHA-256 hex of the cookie
+    Column("token_digest", String(64), nullable=False),  # SHA-256 hex of the API token
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_sessions_expires", "expires_at"),
 )
 
 notices = Table(
@@ -103,9 +122,13 @@ async def insert_order(connection: AsyncConnection, row: dict[str, Any]) -> None
     await connection.execute(insert(orders).values(**row))
 
 
-async def get_order(connection: AsyncConnection, order_id: str) -> dict[str, Any] | None:
-    result = await connection.execute(select(orders).where(orders.c.order_id == order_id))
-    row = result.mappings().first()
+async def get_order(
+    connection: AsyncConnection, order_id: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(orders).where(orders.c.order_id == order_id)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -223,6 +246,16 @@ async def update_refund(
     )
 
 
+async def get_refund_by_key(
+    connection: AsyncConnection, idempotency_key: str
+) -> dict[str, Any] | None:
+    result = await connection.execute(
+        select(refunds).where(refunds.c.idempotency_key == idempotency_key)
+    )
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
 async def refunds_of(connection: AsyncConnection, order_id: str) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(refunds)
@@ -241,6 +274,32 @@ async def refund_total(connection: AsyncConnection, order_id: str, states: tuple
         )
     )
     return int(result.scalar_one())
+
+
+async def open_session(
+    connection: AsyncConnection, row: dict[str, Any], now: int, sessions_max: int
+) -> None:
+    """Store a new session; first drop expired ones, then the oldest beyond the bound."""
+    await connection.execute(delete(sessions).where(sessions.c.expires_at <= now))
+    kept = (
+        select(sessions.c.session_digest)
+        .order_by(sessions.c.created_at.desc(), sessions.c.session_digest.desc())
+        .limit(max(0, sessions_max - 1))
+    )
+    await connection.execute(delete(sessions).where(sessions.c.session_digest.not_in(kept)))
+    await connection.execute(insert(sessions).values(**row))
+
+
+async def get_session(connection: AsyncConnection, session_digest: str) -> dict[str, Any] | None:
+    result = await connection.execute(
+        select(sessions).where(sessions.c.session_digest == session_digest)
+    )
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def close_session(connection: AsyncConnection, session_digest: str) -> None:
+    await connection.execute(delete(sessions).where(sessions.c.session_digest == session_digest))
 
 
 async def save_notice(connection: AsyncConnection, row: dict[str, Any]) -> bool:
@@ -262,17 +321,21 @@ async def get_notice(connection: AsyncConnection, transfer_id: str) -> dict[str,
 
 __all__ = [
     "REFUND_UNSETTLED",
+    "close_session",
     "get_notice",
     "get_order",
     "get_order_by_key",
     "get_order_by_request",
     "get_refund",
+    "get_refund_by_key",
+    "get_session",
     "insert_order",
     "insert_refund",
     "list_orders",
     "mark_polled",
     "metadata",
     "notices",
+    "open_session",
     "orders",
     "orders_to_poll",
     "refund_total",
@@ -280,6 +343,7 @@ __all__ = [
     "refunds",
     "refunds_of",
     "save_notice",
+    "sessions",
     "update_order",
     "update_refund",
 ]

@@ -612,9 +612,14 @@ async def refunds_out_in_flight(connection: AsyncConnection, request_id: str) ->
 
 
 async def unresolved_refunds(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """Routed refunds on their way: sent without a known outcome, or a new attempt waiting
+    (`requested`; its decided_at is when the attempt before it was given up)."""
     result = await connection.execute(
         select(refunds_out)
-        .where(refunds_out.c.state.in_(("sent", "in_doubt")), refunds_out.c.on_us.is_(False))
+        .where(
+            refunds_out.c.state.in_(("requested", "sent", "in_doubt")),
+            refunds_out.c.on_us.is_(False),
+        )
         .order_by(refunds_out.c.expires_at)
         .limit(limit)
     )

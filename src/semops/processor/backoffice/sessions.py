@@ -15,9 +15,10 @@ session secrets and needs no new table. A processor serves its public port from 
 process; a deployment with several workers per processor must pin /backoffice to one of
 them (sticky routing), or they would not share sessions.
 
-Failed sign-ins are counted per client address in a fixed window; past the bound that
-address is refused, even with the right token, until the window ends. The answer to a
-wrong token is always the same sentence, so nothing tells one wrong token from another.
+Failed sign-ins are counted per client address in a fixed window (semops.service.throttle,
+shared with the merchant's shop pages); past the bound that address is refused, even with
+the right token, until the window ends. The answer to a wrong token is always the same
+sentence, so nothing tells one wrong token from another.
 Every number here is bounded, and every clock read is the injected clock's.
 """
 
@@ -31,6 +32,17 @@ from typing import Final
 
 from semops.core.clock import Clock
 
+# The sign-in throttle and the token check are the shared kit of every token sign-in page.
+from semops.service.throttle import (
+    LOGIN_CLIENTS_MAX,
+    LOGIN_FAILURES_MAX,
+    LOGIN_WINDOW_S,
+    OVERFLOW_CLIENT,
+    TOKEN_INPUT_MAX_CHARS,
+    LoginThrottle,
+    token_matches,
+)
+
 # An operator at the desk works in bursts; a quarter of an hour idle means they left.
 SESSION_IDLE_S: Final = 15 * 60
 # A working day at most, then sign in again (the token may have been rotated meanwhile).
@@ -38,17 +50,6 @@ SESSION_LIFETIME_S: Final = 8 * 60 * 60
 # A processor has a handful of operators; beyond this the least recently used is ended,
 # so the table can never grow without bound.
 SESSIONS_MAX: Final = 64
-# Wrong tokens per client address before it must wait: a person mistyping a 64-character
-# token gets five tries; a guesser gets nowhere (the token has 256 bits).
-LOGIN_FAILURES_MAX: Final = 5
-LOGIN_WINDOW_S: Final = 15 * 60
-# Client addresses tracked at once; past that, new addresses share one bucket, so a
-# flood of addresses cannot push out the record of the one guessing.
-LOGIN_CLIENTS_MAX: Final = 1024
-OVERFLOW_CLIENT: Final = "*"
-# The operator token as typed: the stored one is 64 hex characters; anything much longer
-# is not a token and is refused before it is compared.
-TOKEN_INPUT_MAX_CHARS: Final = 256
 # Messages shown once on the next page (after a redirect): a few at most.
 FLASH_MAX: Final = 4
 # The audit actor of a back-office session: "operator:backoffice:" + 12 hex digits of the
@@ -59,14 +60,6 @@ SESSION_REF_HEX_CHARS: Final = 12
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def token_matches(given: str, expected: str) -> bool:
-    """The operator token as typed against the real one, in constant time."""
-    candidate = given.strip()
-    if not candidate or len(candidate) > TOKEN_INPUT_MAX_CHARS:
-        return False
-    return hmac.compare_digest(candidate.encode("utf-8"), expected.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,56 +162,15 @@ class Sessions:
             del self._by_digest[session.digest]
 
 
-class LoginThrottle:
-    """Failed sign-ins per client address in fixed windows of LOGIN_WINDOW_S."""
-
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        failures_max: int = LOGIN_FAILURES_MAX,
-        window_s: int = LOGIN_WINDOW_S,
-        clients_max: int = LOGIN_CLIENTS_MAX,
-    ) -> None:
-        self.clock = clock
-        self.failures_max = failures_max
-        self.window_s = window_s
-        self.clients_max = clients_max
-        self._failures: dict[str, tuple[int, int]] = {}  # client -> (window start, count)
-
-    def _key(self, client: str) -> str:
-        if client in self._failures or len(self._failures) < self.clients_max:
-            return client
-        now = self.clock.now()
-        for stale in [
-            k for k, (start, _) in self._failures.items() if now - start >= self.window_s
-        ]:
-            del self._failures[stale]
-        return client if len(self._failures) < self.clients_max else OVERFLOW_CLIENT
-
-    def _current(self, key: str) -> int:
-        start, count = self._failures.get(key, (0, 0))
-        if self.clock.now() - start >= self.window_s:
-            self._failures.pop(key, None)
-            return 0
-        return count
-
-    def blocked(self, client: str) -> bool:
-        return self._current(self._key(client)) >= self.failures_max
-
-    def wait_s(self, client: str) -> int:
-        """Seconds until a blocked client may try again (0 when it may now)."""
-        key = self._key(client)
-        if self._current(key) < self.failures_max:
-            return 0
-        start, _ = self._failures[key]
-        return max(0, start + self.window_s - self.clock.now())
-
-    def failed(self, client: str) -> None:
-        key = self._key(client)
-        count = self._current(key)
-        start = self._failures[key][0] if count else self.clock.now()
-        self._failures[key] = (start, count + 1)
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+__all__ = [
+    "LOGIN_CLIENTS_MAX",
+    "LOGIN_FAILURES_MAX",
+    "LOGIN_WINDOW_S",
+    "OVERFLOW_CLIENT",
+    "TOKEN_INPUT_MAX_CHARS",
+    "Flash",
+    "LoginThrottle",
+    "Session",
+    "Sessions",
+    "token_matches",
+]
