@@ -71,8 +71,12 @@ def _print_urls(network: Network, population: Population) -> None:
     out.print(f"  router (mTLS)       {layout.router_url()}   operator {operator}")
     for processor_id in ("bank-a", "mno-b"):
         scheme_port = layout.ports[processor_id + "-scheme"]
+        operator_port = layout.ports[processor_id + "-operator"]
         url = layout.processor_url(processor_id)
-        out.print(f"  {processor_id:<19} {url}   (scheme port {scheme_port}, mTLS)")
+        out.print(
+            f"  {processor_id:<19} {url}   (scheme port {scheme_port}, mTLS;"
+            f" metrics on operator port {operator_port})"
+        )
     out.print(f"  merchant backend    {merchant_url}   ({CAFE[2]} at {CAFE[1]})")
     out.print("\nDemo customers (PIN [bold]" + DEMO_PIN + "[/bold]):")
     for key, customer in population.customers.items():

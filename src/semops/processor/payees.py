@@ -4,7 +4,9 @@ A payee is a merchant (created by the back office; authenticated by an API key s
 of which only the SHA-256 is stored) or a person (a customer receiving P2P, made the first
 time the person asks to be paid). Each has an account at this processor; nothing here is
 ever sent to another party. Signed PaymentNotices wait in a durable outbox and are POSTed
-to the merchant's webhook with back-off until it answers 2xx (semops.service.outbox).
+to the merchant's webhook with back-off until it answers 2xx (semops.service.outbox). A
+webhook URL passes semops.core.urls at creation and at every call (https; plain http only on
+loopback in development), and no redirect is followed: the processor calls that URL only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from semops.core.encoding import sha256_b64url
 from semops.core.errors import E, SemopsError
+from semops.core.urls import check_endpoint_url
 from semops.ledger import AccountKind
 from semops.processor import accounts
 from semops.processor.context import Context, new_id
@@ -42,6 +45,8 @@ class Payees:
     async def create_merchant(
         self, merchant_id: str, display_name: str, currency: str, webhook_url: str | None
     ) -> dict[str, Any]:
+        if webhook_url is not None:  # the processor will call it: https, no query, no tricks
+            check_endpoint_url(webhook_url, development=self.context.settings.development)
         api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         account_id = new_id("mc")
         try:
@@ -125,12 +130,16 @@ class Payees:
         delivered = 0
         for message in due:
             try:
-                status, _, _ = await self.context.webhooks.request(
-                    "POST",
-                    message["destination"],
-                    jose=message["body"],
-                    timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
+                # Checked again at each call: a URL stored before the rule, or in development
+                # by a processor now running without it, is not called.
+                destination = check_endpoint_url(
+                    message["destination"], development=self.context.settings.development
                 )
+                status, _, _ = await self.context.webhooks.request(
+                    "POST", destination, jose=message["body"], timeout_s=OUTBOX_DELIVERY_TIMEOUT_S
+                )
+                # Only a 2xx is an acknowledgement: a 3xx is not followed (the client never
+                # follows redirects) and counts as a failed attempt, retried with back-off.
                 ok = 200 <= status < 300
             except SemopsError:
                 ok = False
