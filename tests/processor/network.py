@@ -754,11 +754,17 @@ class Merchant:
 
 
 async def merchant(
-    node: Node, merchant_id: str = "corner-shop", *, webhook: bool = True
+    node: Node,
+    merchant_id: str = "corner-shop",
+    *,
+    webhook: bool = True,
+    display_name: str = "Corner Shop",
 ) -> Merchant:
     body: dict[str, Any] = {
         "merchant_id": merchant_id,
-        "display_name": "Corner Shop",
+        # A second merchant at one node needs its own name: a processor refuses a name
+        # that looks like another payee's.
+        "display_name": display_name,
         "currency": "EUR",
     }
     if webhook:
