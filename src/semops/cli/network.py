@@ -24,6 +24,7 @@ from semops.devnet.demo import (
     populate,
 )
 from semops.devnet.network import Layout, Network, new_layout
+from semops.service.files import private_dir
 
 DataDirOption = Annotated[
     Path, typer.Option("--data-dir", help="Folder for every actor's keys, databases and logs.")
@@ -31,7 +32,7 @@ DataDirOption = Annotated[
 
 
 def _network(data_dir: Path, *, fixed_ports: bool) -> Network:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if (data_dir / "network.json").exists():
         layout = Layout.load(data_dir)
     else:
@@ -262,7 +263,7 @@ def chaos(
     if data_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="semops-chaos-")
         data_dir = Path(scratch.name)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if (data_dir / "network.json").exists():
         fail(f"{data_dir} already holds a network: chaos needs an empty folder")
     names = [f"semops_chaos_{secrets.token_hex(4)}_{s.replace('-', '_')}" for s in SERVICES]

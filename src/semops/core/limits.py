@@ -142,6 +142,8 @@ WALLET_ORDER_TIMEOUT_S: Final = 40.0
 WALLET_READ_TIMEOUT_S: Final = 10.0
 # A QR image handed to the wallet: a phone photo is a few MiB; larger is not a QR code.
 QR_IMAGE_MAX_BYTES: Final = 16 * 1024 * 1024
+# Its pixels, declared before any is decoded: 48 megapixels is a large phone camera.
+QR_FILE_MAX_PIXELS: Final = 8000 * 6000
 # A basket line's name and quantity, kept by the merchant (only its digest travels).
 BASKET_NAME_MAX_CHARS: Final = 80
 BASKET_QUANTITY_MAX: Final = 10_000

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from semops.devnet.pki import ensure_pki
 from semops.devnet.processes import ServiceProcess, fresh_port, open_url
+from semops.service.files import write_private
 from semops.service.tls import TlsFiles, client_context
 
 ROUTER_ID: Final = "router"
@@ -80,7 +81,8 @@ class Layout:
         return f"http://127.0.0.1:{port}"
 
     def save(self) -> None:
-        (self.root / "network.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        document = json.dumps(asdict(self), indent=2) + "\n"  # database URLs: private
+        write_private(self.root / "network.json", document.encode())
 
     @classmethod
     def load(cls, data_dir: Path) -> Layout:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from semops.service.files import open_private_log
+
 # Time a service has to start listening (migrations and key loading included).
 START_TIMEOUT_S: Final = 30.0
 # Time a service has to finish in-flight requests after SIGTERM before it is killed.
@@ -56,8 +58,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.output.open("ab")
+        handle = open_private_log(self.output, text=False)  # 0600 in a 0700 folder
         environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "semops", *self.args],

@@ -12,7 +12,7 @@ from semops.merchant.app import create_merchant_app
 from semops.merchant.processor_api import HttpProcessorTransport
 from semops.merchant.service import MerchantService, MerchantSettings
 from semops.service.clock import SystemClock
-from semops.service.files import read_secret
+from semops.service.files import private_dir, read_secret
 from semops.service.logs import configure_logging
 from semops.service.server import make_server, serve_all
 from semops.store.db import Database
@@ -28,7 +28,7 @@ def read_api_key(settings: MerchantSettings) -> str:
 
 async def build_service(settings: MerchantSettings, clock: Clock | None = None) -> MerchantService:
     """A ready service: database migrated, processor transport open."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     database = Database(settings.database_url)
     await upgrade(database, "merchant")
     return MerchantService(
