@@ -89,7 +89,7 @@ def test_duplicate_json_keys_are_refused_by_every_api_and_change_nothing(scene: 
         ),
         # The router's operator API.
         (
-            network.operator_url("router") + "/v1/admin/participants/bank-a/cap",
+            f"http://127.0.0.1:{ports['router-operator']}/v1/admin/participants/bank-a/cap",
             "PUT",
             b'{"net_debit_cap_minor": 100, "net_debit_cap_minor": 1}',
             router_operator,
@@ -148,8 +148,11 @@ def test_every_answer_of_every_service_carries_the_security_headers(scene: Scene
         public["bank-a"] + "/v1/wallet/history",
         public["bank-a"] + "/no/such/page",
         public["bank-a"] + "/openapi.json",
-        network.operator_url("bank-a") + "/healthz",
-        network.operator_url("router") + "/healthz",
+        *(
+            f"http://127.0.0.1:{ports[name]}/healthz"
+            for name in ("bank-a-operator", "router-operator")
+            if name in ports
+        ),
         shop + "/healthz",
         shop + f"/v1/orders/{order['order_id']}",
         shop + f"/v1/orders/{order['order_id']}/qr.svg",

@@ -27,15 +27,19 @@ PROCESSOR_IDS: Final = ("bank-a", "mno-b")
 READ_TIMEOUT_S: Final = 10
 
 
-def _get(url: str, *, as_party: str | None = None, scene: Scene | None = None) -> tuple[int, str]:
+def _get(
+    url: str, *, as_party: str | None = None, scene: Scene | None = None, token: str | None = None
+) -> tuple[int, str]:
     """GET a URL as an outsider: no credential, and a scheme certificate only when the port
     demands one (a participant, an insider, or a stolen TLS identity)."""
     context = None
     if as_party is not None:
         assert scene is not None
         context = client_context(TlsFiles.in_directory(scene.data_dir / as_party, as_party))
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S, context=context) as response:
+        with urllib.request.urlopen(request, timeout=READ_TIMEOUT_S, context=context) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
@@ -67,28 +71,38 @@ def _completed_payments(metrics: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _operator_metrics(scene: Scene, participant: str) -> str:
+    """/metrics on the operator port, with the operator token (what the operator reads)."""
+    url = f"http://127.0.0.1:{scene.layout.ports[f'{participant}-operator']}/metrics"
+    token = scene.network.operator_token(participant)
+    status, text = _get(url, token=token)
+    assert status == 200, (participant, status)
+    return text
+
+
 def test_a_payment_moves_nothing_an_unauthenticated_caller_can_read(scene: Scene) -> None:
     before = _unauthenticated_reads(scene)
-    operator_before = _completed_payments(scene.network.metrics("bank-a"))
-
     routed_payment(scene, 4200)  # alice at bank-a pays corner-cafe at mno-b
-
     after = _unauthenticated_reads(scene)
+
     moved = [port for port in before if before[port] != after[port]]
     assert not moved, f"readable without a credential, and moved by the payment: {moved}"
     served = {port: status for port, (status, _) in after.items() if status == 200}
     assert not served, f"metrics served without the operator token: {served}"
     for port, (status, _) in after.items():
         assert status in (401, 404), (port, status)
-    # The operator, on its loopback port with its token, still sees the payment.
-    assert _completed_payments(scene.network.metrics("bank-a")) == operator_before + 1
-    assert "semops_router_transfers_total" in scene.network.metrics(ROUTER_ID)
 
 
-def test_the_operator_port_refuses_a_wrong_token(scene: Scene) -> None:
+def test_the_operator_reads_metrics_with_its_token_and_sees_payments(scene: Scene) -> None:
+    completed = _completed_payments(_operator_metrics(scene, "bank-a"))
+    routed_payment(scene, 4300)
+    assert _completed_payments(_operator_metrics(scene, "bank-a")) == completed + 1
+    assert "semops_router_transfers_total" in _operator_metrics(scene, ROUTER_ID)
+
+
+def test_the_operator_ports_refuse_a_wrong_token(scene: Scene) -> None:
     for participant in (*PROCESSOR_IDS, ROUTER_ID):
-        url = scene.network.operator_url(participant) + "/metrics"
-        request = urllib.request.Request(url, headers={"Authorization": "Bearer not-the-token"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=READ_TIMEOUT_S)
-        assert refused.value.code == 401
+        port = scene.layout.ports.get(f"{participant}-operator")
+        assert port is not None, f"{participant} has no operator port"
+        status, _ = _get(f"http://127.0.0.1:{port}/metrics", token="not-the-token")
+        assert status == 401, (participant, status)

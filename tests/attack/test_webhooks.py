@@ -113,13 +113,13 @@ def test_a_webhook_redirect_is_not_followed_and_not_delivered(
     assert outcome.state is OrderState.COMPLETED
 
     deadline = time.monotonic() + ATTEMPTS_WAIT_S
-    while len(webhook.calls) < 2 and time.monotonic() < deadline:
+    while len(webhook.calls) < 2 and not internal.calls and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(webhook.calls) >= 2, "the notice was not retried after the 302"
     assert internal.calls == [], "the processor followed the merchant's redirect"
     row = _outbox_row(scene, created["request_id"])
-    assert row is not None and row["delivered_at"] is None, row
-    assert row["attempts"] >= 2
+    assert row is not None and row["delivered_at"] is None, "a 302 counted as delivered"
+    assert len(webhook.calls) >= 2, "the notice was not retried after the 302"
+    assert row["attempts"] >= 1
 
     # The merchant repairs its webhook: the same notice is then delivered (and the outbox
     # is empty again for the tests that follow).
