@@ -27,6 +27,8 @@ PINNED_REGISTRY: list[tuple[int, str]] = [
     (1040, "unauthenticated"),
     (1041, "forbidden"),
     (1050, "url_not_allowed"),
+    (1051, "name_not_allowed"),
+    (1052, "name_confusable"),
     (1070, "idempotency_key_required"),
     (1071, "login_throttled"),
     (2001, "signature_invalid"),

@@ -18,7 +18,7 @@ from jwcrypto import jwe as jwcrypto_jwe
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
-from semops.core.encoding import b64url_decode, canonical_json
+from semops.core.encoding import b64url_decode, b64url_encode, canonical_json
 from semops.core.errors import SemopsError
 from semops.crypto import (
     KeyRing,
@@ -34,6 +34,7 @@ from semops.crypto import (
     thumbprint,
     verify_message,
 )
+from semops.crypto.jose import P256_ORDER
 from semops.protocol import TransferDetails, TransferFulfil, open_signed, unseal
 
 NOW = 1_790_000_000
@@ -92,11 +93,21 @@ def _jwcrypto_decrypt(token: str, key: jwcrypto_jwk.JWK) -> tuple[dict[str, Any]
     return opener.jose_header, opener.payload
 
 
-def _jwcrypto_sign(payload: bytes, key: jwcrypto_jwk.JWK, header: dict[str, Any]) -> str:
+def _jwcrypto_sign(
+    payload: bytes, key: jwcrypto_jwk.JWK, header: dict[str, Any], *, low: bool = True
+) -> str:
+    """A jwcrypto JWS; with `low`, its s made low as SEMOPS requires of every signer
+    (jwcrypto, like OpenSSL, leaves s as it comes: high half the time)."""
     signer = jwcrypto_jws.JWS(payload)
     signer.allowed_algs = SIGN_ALGS
     signer.add_signature(key, alg=None, protected=json.dumps(header))
-    return str(signer.serialize(compact=True))
+    token = str(signer.serialize(compact=True))
+    head, body, signature = token.split(".")
+    raw = b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    if low != (s <= P256_ORDER // 2):
+        s = P256_ORDER - s
+    return f"{head}.{body}.{b64url_encode(raw[:32] + s.to_bytes(32, 'big'))}"
 
 
 def _jwcrypto_seal(payload: bytes, recipient: jwcrypto_jwk.JWK, kid: str) -> str:
@@ -187,6 +198,23 @@ def test_we_verify_a_jwcrypto_signature() -> None:
     assert verified.signer.kid == SIGNER.kid
     signed = open_signed(token, TransferFulfil, RING, NOW)
     assert signed.message.to_claims() == CLAIMS
+
+
+def test_we_refuse_a_jwcrypto_signature_whose_s_is_high() -> None:
+    header = {"alg": "ES256", "kid": SIGNER.kid}
+    token = _jwcrypto_sign(canonical_json(CLAIMS), _private(SIGNER), header, low=False)
+    _jwcrypto_verify(token, _public(SIGNER))  # valid by RFC 7515 (ECDSA accepts both s) ...
+    with pytest.raises(SemopsError) as refused:  # ... but malleable: SEMOPS wants low-S
+        verify_message(token, RING, NOW)
+    assert refused.value.code == "signature_invalid"
+
+
+def test_jwcrypto_verifies_our_signatures_which_are_always_low_s() -> None:
+    for _ in range(16):  # a high s would show up half of the time
+        token = sign_message(CLAIMS, SIGNER)
+        s = int.from_bytes(b64url_decode(token.split(".")[2])[32:], "big")
+        assert 0 < s <= P256_ORDER // 2
+        _jwcrypto_verify(token, _public(SIGNER))
 
 
 def test_we_verify_a_jwcrypto_signature_over_non_canonical_json() -> None:

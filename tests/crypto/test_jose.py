@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from semops.core.encoding import b64url_encode, canonical_json
+from semops.core.encoding import b64url_decode, b64url_encode, canonical_json
 from semops.core.errors import SemopsError
 from semops.core.limits import JSON_DEPTH_MAX, MESSAGE_MAX_BYTES
 from semops.crypto import (
@@ -33,6 +33,7 @@ from semops.crypto import (
     sign_message,
     verify_message,
 )
+from semops.crypto.jose import P256_ORDER, is_low_s, low_s
 
 NOW: Final = 1_790_000_000
 
@@ -54,7 +55,8 @@ def raw_jws(payload: bytes, key: PrivateKey = SIGNER) -> str:
     signing_input = b64url_encode(header) + "." + b64url_encode(payload)
     der = key.key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
-    return signing_input + "." + b64url_encode(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    signature = low_s(r.to_bytes(32, "big") + s.to_bytes(32, "big"))  # as every signer must
+    return signing_input + "." + b64url_encode(signature)
 
 
 def broken(token: str) -> str:
@@ -196,3 +198,40 @@ def test_unverified_claims_are_a_fresh_copy_each_time() -> None:
     first["amount_minor"] = 1
     assert read_unverified_claims(token) == CLAIMS
     assert canonical_json(read_unverified_claims(token)) == canonical_json(CLAIMS)
+
+
+# --- low-S (no second valid form of one signature) ------------------------------------------
+
+
+def test_low_s_keeps_a_low_s_and_flips_a_high_one() -> None:
+    r = (12345).to_bytes(32, "big")
+    low = r + (P256_ORDER // 2).to_bytes(32, "big")
+    high = r + (P256_ORDER // 2 + 1).to_bytes(32, "big")
+    assert low_s(low) == low and is_low_s(low)
+    assert low_s(high) == r + (P256_ORDER - P256_ORDER // 2 - 1).to_bytes(32, "big")
+    assert is_low_s(low_s(high)) and not is_low_s(high)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        bytes(64),
+        b"\x01" * 63,
+        (1).to_bytes(32, "big") + bytes(32),
+        P256_ORDER.to_bytes(32, "big") * 2,
+    ],
+    ids=["zero", "short", "s zero", "r and s the order"],
+)
+def test_signatures_out_of_range_are_not_low_s(signature: bytes) -> None:
+    assert not is_low_s(signature)
+
+
+def test_every_signature_we_make_is_low_s_and_its_high_twin_is_refused() -> None:
+    for number in range(32):  # a high s would show half the time
+        token = sign_message({**CLAIMS, "note": str(number)}, SIGNER)
+        head, body, signature = token.split(".")
+        raw = b64url_decode(signature)
+        assert is_low_s(raw)
+        s = int.from_bytes(raw[32:], "big")
+        twin = f"{head}.{body}.{b64url_encode(raw[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+        assert code_of(lambda twin=twin: verify_message(twin, RING, NOW)) == "signature_invalid"

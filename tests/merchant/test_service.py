@@ -671,11 +671,22 @@ def test_with_an_api_token_the_post_routes_need_it(tmp_path: Path) -> None:
 # --- health, metrics, migrations ------------------------------------------------------------
 
 
-def test_health_and_metrics(tmp_path: Path) -> None:
+def test_health_is_public_and_metrics_need_the_api_credential(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         assert (await shop.client.get("/healthz")).json() == {"status": "ok"}
-        metrics = await shop.client.get("/metrics")
+        assert (await shop.client.get("/metrics")).status_code == 401
+        wrong = {"Authorization": "Bearer wrong"}
+        assert (await shop.client.get("/metrics", headers=wrong)).status_code == 401
+        good = {"Authorization": "Bearer s3cret-token"}
+        metrics = await shop.client.get("/metrics", headers=good)
         assert "semops_merchant_orders_total" in metrics.text
+
+    scenario(tmp_path, body, api_token="s3cret-token")
+
+
+def test_metrics_are_closed_when_the_backend_runs_without_a_credential(tmp_path: Path) -> None:
+    async def body(shop: Shop) -> None:
+        assert (await shop.client.get("/metrics")).status_code == 401
 
     scenario(tmp_path, body)
 

@@ -45,7 +45,13 @@ from semops.crypto.pki import (
     private_key_pem,
 )
 from semops.devnet.postgres import create_databases, drop_databases
-from semops.processor import Processor, ProcessorSettings, create_public_app, create_scheme_app
+from semops.processor import (
+    Processor,
+    ProcessorSettings,
+    create_operator_app,
+    create_public_app,
+    create_scheme_app,
+)
 from semops.processor.directory import verify_directory_document
 from semops.processor.keys import certificate_record, load_keys
 from semops.protocol import (
@@ -149,6 +155,14 @@ class Node:
 
     async def admin(self, method: str, path: str, body: Any = None) -> httpx.Response:
         return await self.public.request(method, path, json=body, headers=self.operator)
+
+    async def metrics(self) -> str:
+        """The operator port's /metrics, with the operator token."""
+        transport = httpx.ASGITransport(app=create_operator_app(self.processor))
+        async with httpx.AsyncClient(transport=transport, base_url="http://op") as client:
+            response = await client.get("/metrics", headers=self.operator)
+            assert response.status_code == 200, response.text
+            return response.text
 
     async def close(self) -> None:
         await self.public.aclose()
@@ -741,11 +755,17 @@ class Merchant:
 
 
 async def merchant(
-    node: Node, merchant_id: str = "corner-shop", *, webhook: bool = True
+    node: Node,
+    merchant_id: str = "corner-shop",
+    *,
+    webhook: bool = True,
+    display_name: str = "Corner Shop",
 ) -> Merchant:
     body: dict[str, Any] = {
         "merchant_id": merchant_id,
-        "display_name": "Corner Shop",
+        # A second merchant at one node needs its own name: a processor refuses a name
+        # that looks like another payee's.
+        "display_name": display_name,
         "currency": "EUR",
     }
     if webhook:

@@ -142,7 +142,7 @@ async def test_bodies_are_bounded_and_junk_is_refused(network: Network) -> None:
     assert await rows(bank, "orders") == []
 
 
-async def test_both_apps_publish_openapi_and_metrics(network: Network) -> None:
+async def test_apps_publish_openapi_and_metrics_only_on_the_operator_port(network: Network) -> None:
     bank = await network.add("bank-a")
     public = (await bank.public.get("/openapi.json")).json()
     for path in ("/v1/wallet/orders", "/v1/merchant/requests", "/v1/admin/customers"):
@@ -154,7 +154,9 @@ async def test_both_apps_publish_openapi_and_metrics(network: Network) -> None:
         "/v1/scheme/refunds",
     }
     assert "/v1/wallet/orders" not in scheme["paths"]
-    metrics = (await bank.scheme.get("/metrics")).text
+    assert (await bank.scheme.get("/metrics")).status_code == 404
+    assert (await bank.public.get("/metrics")).status_code == 404
+    metrics = await bank.metrics()
     assert "semops_processor_outbox_pending" in metrics
 
 

@@ -55,7 +55,9 @@ async def send_enrolment(node: Node, token: str) -> httpx.Response:
 
 
 async def pays(node: Node, wallet: Wallet, amount_minor: int = 100) -> httpx.Response:
-    shop = await merchant(node, merchant_id=f"shop-{amount_minor}")
+    shop = await merchant(
+        node, merchant_id=f"shop-{amount_minor}", display_name=f"Shop {amount_minor}"
+    )
     return await wallet.pay((await shop.request(amount_minor))["token"])
 
 
@@ -231,7 +233,10 @@ async def test_a_reset_removes_the_pin_revokes_every_device_and_issues_the_only_
     assert (await fresh.enrol(reset.json()["activation_code"])).status_code == 200
     assert (await pays(bank, fresh)).status_code == 200
     old_pin = await fresh.pay(
-        (await (await merchant(bank, merchant_id="shop-b")).request(50))["token"], pin=wallet.pin
+        (await (await merchant(bank, merchant_id="shop-b", display_name="Shop B")).request(50))[
+            "token"
+        ],
+        pin=wallet.pin,
     )
     assert old_pin.json()["code"] == "pin_invalid"
     audit = [row for row in await rows(bank, "audit_log") if row["kind"] == "credential_reset"]

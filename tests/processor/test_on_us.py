@@ -358,7 +358,7 @@ async def test_metrics_count_payments_by_outcome(network: Network) -> None:
     wallet = await enrolled_wallet(bank, deposit_minor=150)
     assert (await wallet.pay((await shop.request(100))["token"])).status_code == 200
     assert (await wallet.pay((await shop.request(100))["token"])).status_code == 402
-    text = (await bank.public.get("/metrics")).text
+    text = await bank.metrics()
     assert 'semops_processor_payments_total{outcome="completed"} 1.0' in text
     assert 'semops_processor_payments_total{outcome="refused"} 1.0' in text
     assert "semops_processor_payment_seconds_count 2.0" in text

@@ -60,6 +60,7 @@ class Public:
     name: str
     port: int
     data_dir: Path
+    operator_port: int
 
     @property
     def token(self) -> str:
@@ -102,7 +103,7 @@ class Net:
 
 
 def _processor(root: Path, party: str, router_port: int) -> tuple[ProcessorProcess, Public]:
-    public_port, scheme_port = free_port(), free_port()
+    public_port, scheme_port, operator_port = free_port(), free_port(), free_port()
     process = ProcessorProcess(
         name=party,
         args=[
@@ -122,11 +123,13 @@ def _processor(root: Path, party: str, router_port: int) -> tuple[ProcessorProce
             str(public_port),
             "--scheme-port",
             str(scheme_port),
+            "--operator-port",
+            str(operator_port),
         ],
         output=root / f"{party}.out",
         health_url=f"http://127.0.0.1:{public_port}/healthz",
     )
-    return process, Public(party, public_port, root / party)
+    return process, Public(party, public_port, root / party, operator_port)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +170,10 @@ def test_processors_start_register_and_report_healthy(net: Net) -> None:
     for public in (net.bank, net.mno):
         status, body = public.call("GET", "/healthz")
         assert status == 200 and body["processor_id"] == public.name
-        status, metrics = public.call("GET", "/metrics")
+        assert public.call("GET", "/metrics")[0] == 404  # never on the public port
+        operator = Public(public.name, public.operator_port, public.data_dir, 0)
+        assert operator.call("GET", "/metrics")[0] == 401
+        status, metrics = operator.admin("GET", "/metrics")
         assert status == 200 and "semops_processor_payments_total" in metrics
     for name in ("pin.key", "reference.key", "operator.token"):
         assert (net.root / "bank-a" / name).stat().st_mode & 0o077 == 0
@@ -271,6 +277,8 @@ def test_a_processor_without_keys_exits_with_a_readable_error(tmp_path: Path) ->
             "--public-port",
             str(free_port()),
             "--scheme-port",
+            str(free_port()),
+            "--operator-port",
             str(free_port()),
         ],
         output=tmp_path / "broken.out",

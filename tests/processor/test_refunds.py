@@ -105,7 +105,7 @@ async def test_an_unpaid_request_cannot_be_refunded(network: Network) -> None:
 
 async def test_a_merchant_cannot_refund_another_merchants_request(network: Network) -> None:
     bank, _, _, request_id = await paid_on_us(network)
-    other = await merchant(bank, "other-shop")
+    other = await merchant(bank, "other-shop", display_name="Other Shop")
     response = await other.refund(request_id, 100)
     assert response.status_code == 404
     assert (

@@ -80,7 +80,7 @@ async def test_merchant_requests_are_idempotent_on_their_key(network: Network) -
     assert conflict.status_code == 409
     assert len(await rows(bank, "requests")) == 1
     # Another merchant may use the same key for its own request.
-    other = await merchant(bank, "other-shop")
+    other = await merchant(bank, "other-shop", display_name="Other Shop")
     theirs = await bank.public.post("/v1/merchant/requests", json=body, headers=other.headers)
     assert theirs.status_code == 201 and theirs.json()["request_id"] != first.json()["request_id"]
 

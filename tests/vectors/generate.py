@@ -53,6 +53,7 @@ from semops.crypto import (
     public_jwk,
     sign_message,
 )
+from semops.crypto.jose import P256_ORDER, low_s
 from semops.crypto.pki import (
     certificate_pem,
     issue_encryption_certificate,
@@ -200,7 +201,9 @@ def raw_jws(header: bytes | dict[str, Any], payload: bytes, key: ec.EllipticCurv
     )
     signing_input = b64url_encode(header_bytes) + "." + b64url_encode(payload)
     r, s = decode_dss_signature(key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
-    return signing_input + "." + b64url_encode(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    # Low-S like every SEMOPS signer, so the refusal is of the header, not of the signature.
+    signature = low_s(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return signing_input + "." + b64url_encode(signature)
 
 
 def es256_signer(token: str) -> str | None:
@@ -704,6 +707,16 @@ def invalid_vectors(m: dict[str, Any], tokens: dict[str, str]) -> list[dict[str,
         "TransferFulfil",
         "signature_invalid",
         "the kid is a number",
+    )
+    head, body, signature = fulfil_token.split(".")
+    low = b64url_decode(signature)
+    high_s = (P256_ORDER - int.from_bytes(low[32:], "big")).to_bytes(32, "big")
+    jws(
+        "jws_high_s_signature",
+        f"{head}.{body}.{b64url_encode(low[:32] + high_s)}",
+        "TransferFulfil",
+        "signature_invalid",
+        "a valid signature with s replaced by n - s (it verifies too): malleable, refused",
     )
     jws(
         "jws_json_serialization",

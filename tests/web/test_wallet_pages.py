@@ -25,7 +25,13 @@ import pytest
 import segno
 from playwright.sync_api import Browser, Page, expect
 
-from semops.core.encoding import canonical_json, digest_of, sha256_b64url
+from semops.core.encoding import (
+    b64url_decode,
+    b64url_encode,
+    canonical_json,
+    digest_of,
+    sha256_b64url,
+)
 from semops.core.money import format_amount, parse_amount
 from semops.crypto import KeyUse, derive_key, open_pin_block, open_sealed
 from semops.crypto.keys import make_kid, public_jwk
@@ -694,27 +700,38 @@ def test_the_javascript_crypto_matches_the_python_implementation(page: Page, net
           const jose = await import("/wallet/static/jose.js");
           const key = await jose.generateDeviceKey();
           const kid = await jose.makeKid("device", key.jwk);
-          const token = await jose.signJws({v: 1, x: "é"}, key.privateKey, kid);
-          return {jwk: key.jwk, kid, token};
+          const tokens = [];  // WebCrypto's s is high half the time: each one made low
+          for (let i = 0; i < 16; i += 1) {
+            tokens.push(await jose.signJws({v: 1, x: "é", i}, key.privateKey, kid));
+          }
+          return {jwk: key.jwk, kid, tokens};
         }"""
     )
     assert signed["kid"] == make_kid("device", signed["jwk"])
     device_record = _sign_record(signed["jwk"], signed["kid"])
-    assert verify_message(signed["token"], KeyRing([device_record]), 0).claims == {"v": 1, "x": "é"}
+    for number, token in enumerate(signed["tokens"]):
+        claims = verify_message(token, KeyRing([device_record]), 0).claims  # refuses a high s
+        assert claims == {"v": 1, "x": "é", "i": number}
     signer = derive_key("bank-a", KeyUse.SIGN, secrets.token_bytes(48))
     python_token = sign_message({"amt": 5, "pn": "Café"}, signer)
     checked = page.evaluate(
-        """async ([token, jwk, kid]) => {
+        """async ([token, jwk, kid, twin]) => {
           const jose = await import("/wallet/static/jose.js");
           const claims = await jose.verifyJws(token, jwk, kid);
           let tampered = "accepted";
           try { await jose.verifyJws(token.slice(0, -3) + "AAA", jwk, kid); }
           catch (error) { tampered = "refused"; }
-          return {claims, tampered};
+          let highS = "accepted";
+          try { await jose.verifyJws(twin, jwk, kid); } catch (error) { highS = "refused"; }
+          return {claims, tampered, highS};
         }""",
-        [python_token, public_jwk(signer.key), signer.kid],
+        [python_token, public_jwk(signer.key), signer.kid, _high_s_twin(python_token)],
     )
-    assert checked == {"claims": {"amt": 5, "pn": "Café"}, "tampered": "refused"}
+    assert checked == {
+        "claims": {"amt": 5, "pn": "Café"},
+        "tampered": "refused",
+        "highS": "refused",
+    }
     fulfils = page.evaluate(
         """async ([f, c]) => (await import("/wallet/static/jose.js")).fulfils(f, c)""",
         ["A" * 43, sha256_b64url(bytes(32))],
@@ -768,3 +785,13 @@ def test_an_expired_request_is_refused_with_a_readable_message(
     expect(page.locator("#step-review")).to_be_hidden()
     shot(page, "wallet-request-expired")
     assert balance(net, "bank-a", ivy.account_id) == 50_000
+
+
+def _high_s_twin(token: str) -> str:
+    """The token with the other valid form of its ECDSA signature, (r, n - s)."""
+    from semops.crypto.jose import P256_ORDER
+
+    head, body, signature = token.split(".")
+    raw = b64url_decode(signature)
+    high = raw[:32] + (P256_ORDER - int.from_bytes(raw[32:], "big")).to_bytes(32, "big")
+    return f"{head}.{body}.{b64url_encode(high)}"

@@ -25,6 +25,7 @@ from semops.devnet.demo import (
     populate,
 )
 from semops.devnet.network import Layout, Network, new_layout
+from semops.service.files import private_dir
 
 DataDirOption = Annotated[
     Path, typer.Option("--data-dir", help="Folder for every actor's keys, databases and logs.")
@@ -32,7 +33,7 @@ DataDirOption = Annotated[
 
 
 def _network(data_dir: Path, *, fixed_ports: bool) -> Network:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if (data_dir / "network.json").exists():
         layout = Layout.load(data_dir)
     else:
@@ -72,8 +73,12 @@ def _print_urls(network: Network, population: Population) -> None:
     out.print(f"  router (mTLS)       {layout.router_url()}   operator {operator}")
     for processor_id in ("bank-a", "mno-b"):
         scheme_port = layout.ports[processor_id + "-scheme"]
+        operator_port = layout.ports[processor_id + "-operator"]
         url = layout.processor_url(processor_id)
-        out.print(f"  {processor_id:<19} {url}   (scheme port {scheme_port}, mTLS)")
+        out.print(
+            f"  {processor_id:<19} {url}   (scheme port {scheme_port}, mTLS;"
+            f" metrics on operator port {operator_port})"
+        )
     out.print(f"  merchant backend    {merchant_url}   ({CAFE[2]} at {CAFE[1]})")
     out.print("\nDemo customers (PIN [bold]" + DEMO_PIN + "[/bold]):")
     for key, customer in population.customers.items():
@@ -262,7 +267,7 @@ def chaos(
     if data_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="semops-chaos-")
         data_dir = Path(scratch.name)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if (data_dir / "network.json").exists():
         fail(f"{data_dir} already holds a network: chaos needs an empty folder")
     names = [f"semops_chaos_{secrets.token_hex(4)}_{s.replace('-', '_')}" for s in SERVICES]

@@ -46,6 +46,12 @@ def serve(
     public_port: Annotated[int, typer.Option(help="Public port (wallets, merchants).")] = 8500,
     scheme_host: Annotated[str, typer.Option(help="Address of the scheme port.")] = "127.0.0.1",
     scheme_port: Annotated[int, typer.Option(help="Scheme port (mutual TLS).")] = 8501,
+    operator_host: Annotated[
+        str, typer.Option(help="Address of the operator port (metrics).")
+    ] = "127.0.0.1",
+    operator_port: Annotated[
+        int, typer.Option(help="Operator port: /metrics with the operator token.")
+    ] = 8502,
     public_url: Annotated[
         str | None, typer.Option(help="Public URL others use [default: from host and port].")
     ] = None,
@@ -60,6 +66,20 @@ def serve(
             help="Seconds a routed payment may take before it is released.",
         ),
     ] = TRANSFER_TTL_DEFAULT_S,
+    development: Annotated[
+        bool,
+        typer.Option(
+            "--development",
+            help="Allow plain-http webhooks on loopback (only with a loopback public host).",
+        ),
+    ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="Address of a proxy whose X-Forwarded-For is believed (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the processor until interrupted (Ctrl-C)."""
     settings = ProcessorSettings(
@@ -74,9 +94,13 @@ def serve(
         public_port=public_port,
         scheme_host=scheme_host,
         scheme_port=scheme_port,
+        operator_host=operator_host,
+        operator_port=operator_port,
         public_url=public_url,
         scheme_url=scheme_url,
         transfer_ttl_s=transfer_ttl_s,
+        development=development,
+        trusted_proxies=tuple(trusted_proxy or ()),
     )
     with readable_errors():
         run_async(run(settings))

@@ -77,10 +77,10 @@ async def operator_call(
     timeout = aiohttp.ClientTimeout(total=OPERATOR_CALL_TIMEOUT_S)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
-        session.request(method, url, json=body, headers=headers) as response,
+        session.request(method, url, json=body, headers=headers, allow_redirects=False) as response,
     ):
         text = await response.text()
-        if response.status >= 400:
+        if not 200 <= response.status < 300:
             try:
                 problem = json.loads(text)
                 fail(f"{problem.get('detail')} ({problem.get('code')})")

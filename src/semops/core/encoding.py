@@ -65,6 +65,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def refuse_duplicate_keys(data: bytes) -> None:
+    """`malformed` when `data` is JSON with a key twice in one object (parsers disagree on
+    which one wins, so a body could mean one thing to a check and another to its use).
+    Anything that is not JSON passes: whoever reads it as JSON reports that."""
+    try:
+        json.loads(data, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):
+        return
+
+
 def parse_json(data: bytes | str, *, max_bytes: int) -> Any:
     """Strict JSON: size-bounded, UTF-8 only, no floats, no NaN, no duplicate keys."""
     try:

@@ -69,6 +69,12 @@ class E:
     URL_NOT_ALLOWED = _register(
         1050, "url_not_allowed", 422, "The URL is not one a service may be told to call"
     )
+    NAME_NOT_ALLOWED = _register(
+        1051, "name_not_allowed", 422, "The name or reference cannot be shown safely to a payer"
+    )
+    NAME_CONFUSABLE = _register(
+        1052, "name_confusable", 409, "The name can be taken for another payee's name"
+    )
     IDEMPOTENCY_KEY_REQUIRED = _register(
         1070, "idempotency_key_required", 400, "This call needs an Idempotency-Key header"
     )

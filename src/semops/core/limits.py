@@ -33,6 +33,12 @@ DISPLAY_NAME_MAX_CHARS: Final = 40
 REFERENCE_MAX_CHARS: Final = 35
 # Account ids at a processor (IBAN is at most 34; MSISDN-based ids are shorter).
 ACCOUNT_ID_MAX_CHARS: Final = 34
+# Combining marks on one base character of a name or reference (after NFD): Vietnamese and
+# pointed Hebrew carry up to three; more is a pile meant to hide or overdraw (UTS #39 §5.4).
+COMBINING_MARKS_PER_BASE_MAX: Final = 4
+# Passes of the confusable skeleton until it stops changing: every code point settles in
+# two with the shipped data (semops.protocol.names); four leaves room for a new data file.
+SKELETON_ROUNDS_MAX: Final = 4
 # A reason text on a rejection, for people; the machine reason is the error code.
 REASON_TEXT_MAX_CHARS: Final = 200
 # A kid names a key in the directory: "<owner>:<thumbprint prefix>".
@@ -136,6 +142,8 @@ WALLET_ORDER_TIMEOUT_S: Final = 40.0
 WALLET_READ_TIMEOUT_S: Final = 10.0
 # A QR image handed to the wallet: a phone photo is a few MiB; larger is not a QR code.
 QR_IMAGE_MAX_BYTES: Final = 16 * 1024 * 1024
+# Its pixels, declared before any is decoded: 48 megapixels is a large phone camera.
+QR_FILE_MAX_PIXELS: Final = 8000 * 6000
 # A basket line's name and quantity, kept by the merchant (only its digest travels).
 BASKET_NAME_MAX_CHARS: Final = 80
 BASKET_QUANTITY_MAX: Final = 10_000

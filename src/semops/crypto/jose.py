@@ -10,6 +10,11 @@
   about where it failed becomes an oracle; only the key lookup (unknown, revoked, expired,
   wrong use) has its own codes, since the directory is public. A payload whose signature
   holds but which is not strict JSON is `malformed`: its signer sent it, nothing is hidden.
+- ECDSA signatures are *low-S* both ways: (r, s) and (r, n - s) verify alike, so a third
+  party could turn one valid token into a second, different one (malleability: another
+  token id for the same message, a replay cache keyed on bytes fooled). Signing always
+  produces s <= n/2 (`low_s`; OpenSSL does not), and verification refuses s > n/2 under
+  the same opaque `signature_invalid`, before the signature is even checked.
 - `seal_for(claims, recipient)` -> compact JWE (RFC 7516), ECDH-ES+A256KW with A256GCM,
   addressed to exactly one recipient key named by kid. The ephemeral key carries no
   sender identity, so a sealed part does not say who sealed it.
@@ -26,7 +31,7 @@ from typing import Any, Final
 from joserfc import jwe, jws
 from joserfc.errors import JoseError
 
-from semops.core.encoding import b64url_decode, canonical_json, parse_json
+from semops.core.encoding import b64url_decode, b64url_encode, canonical_json, parse_json
 from semops.core.errors import E, SemopsError
 from semops.core.limits import MESSAGE_MAX_BYTES, SEALED_MAX_BYTES
 from semops.crypto.keyring import KeyRing
@@ -38,6 +43,10 @@ CONTENT_ALGORITHM: Final = "A256GCM"
 _JWS_HEADER_MEMBERS: Final = frozenset({"alg", "kid"})
 _JWE_HEADER_MEMBERS: Final = frozenset({"alg", "enc", "kid", "epk"})
 _HEADER_MAX_BYTES: Final = 1024
+# The order of P-256's base point (SEC 2, FIPS 186-5): s must be at most half of it.
+P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_HALF_ORDER: Final = P256_ORDER // 2
+_ES256_SIGNATURE_BYTES: Final = 64  # r || s, 32 bytes each (RFC 7518 §3.4)
 
 
 class VerifiedMessage:
@@ -61,12 +70,31 @@ def sign_message(
     if key.use is not KeyUse.SIGN:
         raise SemopsError(E.KEY_WRONG_USE, "this key is not a signing key")
     header = {"alg": SIGNING_ALGORITHM, "kid": key.kid}
-    token = jws.serialize_compact(
+    signed = jws.serialize_compact(
         header, canonical_json(claims), key.joserfc_key(), algorithms=[SIGNING_ALGORITHM]
     )
+    signing_input, _, signature = signed.rpartition(".")
+    token = f"{signing_input}.{b64url_encode(low_s(b64url_decode(signature)))}"
     if len(token) > max_bytes:
         raise SemopsError(E.TOO_LARGE, f"the signed message exceeds {max_bytes} bytes")
     return token
+
+
+def low_s(signature: bytes) -> bytes:
+    """The ES256 signature r || s with s replaced by n - s when s > n/2 (both verify)."""
+    assert len(signature) == _ES256_SIGNATURE_BYTES, "an ES256 signature is 64 bytes"
+    r, s = signature[:32], int.from_bytes(signature[32:], "big")
+    if s > P256_HALF_ORDER:
+        s = P256_ORDER - s
+    return r + s.to_bytes(32, "big")
+
+
+def is_low_s(signature: bytes) -> bool:
+    """Whether an ES256 signature is r || s, 64 bytes, with 0 < r < n and 0 < s <= n/2."""
+    if len(signature) != _ES256_SIGNATURE_BYTES:
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    return 0 < r < P256_ORDER and 0 < s <= P256_HALF_ORDER
 
 
 def _split_compact(token: str, parts: int, max_bytes: int, error: SemopsError) -> list[str]:
@@ -122,7 +150,7 @@ def verify_message(
     token: str, ring: KeyRing, now: int, *, max_bytes: int = MESSAGE_MAX_BYTES
 ) -> VerifiedMessage:
     error = SemopsError(E.SIGNATURE_INVALID)
-    header_part, payload_part, _ = _split_compact(token, 3, max_bytes, error)
+    header_part, payload_part, signature_part = _split_compact(token, 3, max_bytes, error)
     header = _parse_header(header_part, _JWS_HEADER_MEMBERS, error)
     if header != {"alg": SIGNING_ALGORITHM, "kid": header.get("kid")} or not isinstance(
         header["kid"], str
@@ -130,6 +158,8 @@ def verify_message(
         raise error
     record = ring.resolve(header["kid"], KeyUse.SIGN, now)
     try:
+        if not is_low_s(b64url_decode(signature_part, max_chars=_ES256_SIGNATURE_BYTES * 2)):
+            raise error  # a high-S twin of a valid signature: refused like any bad one
         jws.deserialize_compact(token, record.joserfc_key(), algorithms=[SIGNING_ALGORITHM])
         payload = b64url_decode(payload_part, max_chars=max_bytes)
     except (JoseError, SemopsError, ValueError) as cause:

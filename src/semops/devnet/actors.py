@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from semops.devnet.network import Network, ServiceError
+from semops.devnet.processes import open_url
 from semops.service.clock import SystemClock
 from semops.wallet.client import HttpTransport
 from semops.wallet.service import Wallet
@@ -103,7 +104,7 @@ def merchant_call(
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_S) as response:  # noqa: S310
+        with open_url(request, CALL_TIMEOUT_S) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         raise ServiceError(error.code, json.loads(error.read() or b"{}")) from None

@@ -91,7 +91,10 @@ async def create_requests(network: Network, merchant: Merchant, count: int) -> l
             "reference": f"BENCH-{index}",
             "idempotency_key": secrets.token_urlsafe(16),
         }
-        async with semaphore, session.post(url, json=body, headers=headers) as response:
+        async with (
+            semaphore,
+            session.post(url, json=body, headers=headers, allow_redirects=False) as response,
+        ):
             document: dict[str, Any] = await response.json()
             if response.status != 201:
                 raise RuntimeError(f"request creation failed: {document.get('code')}")

@@ -28,7 +28,7 @@ from semops.devnet.actors import (
 )
 from semops.devnet.network import Network
 from semops.devnet.processes import ServiceProcess
-from semops.service.files import ensure_token, write_secret
+from semops.service.files import ensure_token, write_private, write_secret
 
 DEMO_PIN: Final = "1234"
 CUSTOMERS: Final = (
@@ -55,8 +55,8 @@ class Population:
                 for key, m in self.merchants.items()
             },
         }
-        path = data_dir / "demo.json"
-        path.write_text(json.dumps(document, indent=2) + "\n")
+        # It names the demo customers and their PIN: for the owner of the data dir only.
+        write_private(data_dir / "demo.json", (json.dumps(document, indent=2) + "\n").encode())
 
 
 def _merchant_dir(network: Network, merchant_id: str) -> Path:

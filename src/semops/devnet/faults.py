@@ -199,7 +199,11 @@ class LinkProxy:
             if name.lower() not in HOP_HEADERS
         }
         async with self._session.request(
-            request.method, self.target_url + request.path_qs, data=body, headers=headers
+            request.method,
+            self.target_url + request.path_qs,
+            data=body,
+            headers=headers,
+            allow_redirects=False,  # a proxy passes a 3xx on, it does not act on it
         ) as response:
             content = await response.content.read(BODY_MAX_BYTES)
             self.forwarded += 1

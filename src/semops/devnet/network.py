@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from semops.devnet.pki import ensure_pki
-from semops.devnet.processes import ServiceProcess, fresh_port
+from semops.devnet.processes import ServiceProcess, fresh_port, open_url
+from semops.service.files import write_private
 from semops.service.tls import TlsFiles, client_context
 
 ROUTER_ID: Final = "router"
@@ -35,8 +36,10 @@ DEFAULT_PORTS: Final = {
     "router-operator": 8401,
     "bank-a": 8500,
     "bank-a-scheme": 8501,
+    "bank-a-operator": 8502,
     "mno-b": 8510,
     "mno-b-scheme": 8511,
+    "mno-b-operator": 8512,
     "merchant": 8600,
 }
 ADMIN_TIMEOUT_S: Final = 15
@@ -78,7 +81,8 @@ class Layout:
         return f"http://127.0.0.1:{port}"
 
     def save(self) -> None:
-        (self.root / "network.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        document = json.dumps(asdict(self), indent=2) + "\n"  # database URLs: private
+        write_private(self.root / "network.json", document.encode())
 
     @classmethod
     def load(cls, data_dir: Path) -> Layout:
@@ -156,6 +160,10 @@ class Network:
                 str(ports[processor_id]),
                 "--scheme-port",
                 str(ports[f"{processor_id}-scheme"]),
+                "--operator-port",
+                str(ports[f"{processor_id}-operator"]),
+                # Everything of the devnet is on loopback, its webhooks plain http.
+                "--development",
                 *self._scheme_url_args(processor_id),
                 *self._db_args(processor_id),
             ],
@@ -201,6 +209,18 @@ class Network:
         url = self.layout.processor_url(processor_id) + path
         return _json_call(url, method, body, self.operator_token(processor_id))
 
+    def operator_url(self, participant_id: str) -> str:
+        """The loopback operator port of the router or a processor (metrics, admin)."""
+        return f"http://127.0.0.1:{self.layout.ports[f'{participant_id}-operator']}"
+
+    def metrics(self, participant_id: str) -> str:
+        """Prometheus text of the router or a processor, with its operator token."""
+        url = self.operator_url(participant_id) + "/metrics"
+        headers = {"Authorization": f"Bearer {self.operator_token(participant_id)}"}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310
+        with open_url(request, ADMIN_TIMEOUT_S) as response:
+            return str(response.read().decode())
+
     def router_admin(self, method: str, path: str, body: Any = None) -> Any:
         url = f"http://127.0.0.1:{self.layout.ports['router-operator']}{path}"
         return _json_call(url, method, body, self.operator_token(ROUTER_ID))
@@ -226,7 +246,7 @@ def _json_call(url: str, method: str, body: Any, token: str | None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S) as response:  # noqa: S310
+        with open_url(request, ADMIN_TIMEOUT_S) as response:
             text = response.read().decode()
             return json.loads(text) if text else None
     except urllib.error.HTTPError as error:

@@ -19,7 +19,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from semops.service.files import open_private_log
 
 # Time a service has to start listening (migrations and key loading included).
 START_TIMEOUT_S: Final = 30.0
@@ -56,8 +58,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.output.open("ab")
+        handle = open_private_log(self.output, text=False)  # 0600 in a 0700 folder
         environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "semops", *self.args],
@@ -100,9 +101,26 @@ class ServiceProcess:
         return ""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer (raised as HTTPError), never an instruction to call elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def open_url(
+    request: str | urllib.request.Request, timeout_s: float, context: ssl.SSLContext | None = None
+) -> Any:
+    """`urllib.request.urlopen` without following redirects (the devnet's own calls)."""
+    handlers: list[Any] = [_NoRedirect()]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout_s)
+
+
 def _healthy(url: str, context: ssl.SSLContext | None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+        with open_url(url, 2, context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False

@@ -132,7 +132,12 @@ def create_merchant_app(
         return {"status": "ok"}
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(authorization: Auth = None) -> Response:
+        # Order and notice counts are the shop's business volume: only with the API
+        # credential, and never when the service runs without one.
+        if expected is None:
+            raise SemopsError(E.UNAUTHENTICATED, "metrics need the API credential")
+        authorise(authorization)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

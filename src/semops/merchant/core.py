@@ -36,13 +36,12 @@ from semops.core.limits import (
     BASKET_NAME_MAX_CHARS,
     BASKET_QUANTITY_MAX,
     REASON_TEXT_MAX_CHARS,
-    REFERENCE_MAX_CHARS,
     REQUEST_TTL_MAX_S,
     REQUEST_TTL_MIN_S,
 )
 from semops.core.money import check_payment_amount, parse_amount
 from semops.protocol import MERCHANT_REFUND_CODES, PaymentNotice, PaymentRequest, StateMachine
-from semops.protocol.messages import ONE_LINE_TEXT
+from semops.protocol.messages import ONE_LINE_TEXT, Reference
 
 # Printable text on one line, no bidirectional controls: the protocol's rule for names
 # and references, so a basket line cannot display as something else either.
@@ -118,13 +117,9 @@ class OrderInput(BaseModel):
 
     amount: Annotated[str, StringConstraints(min_length=1, max_length=AMOUNT_TEXT_MAX_CHARS)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    reference: (
-        Annotated[
-            str,
-            StringConstraints(min_length=1, max_length=REFERENCE_MAX_CHARS, pattern=_ONE_LINE),
-        ]
-        | None
-    ) = None
+    # The protocol's Reference: one line a payer reads as what it is (UTS #39), checked
+    # here so a bad reference is refused before anything is stored or asked of the processor.
+    reference: Reference | None = None
     # A JSON list (strict mode would want a tuple); the lines themselves stay strict.
     basket: (
         Annotated[tuple[BasketLine, ...], Field(max_length=BASKET_LINES_MAX, strict=False)] | None

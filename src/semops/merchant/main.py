@@ -23,7 +23,7 @@ from semops.merchant.processor_api import HttpProcessorTransport
 from semops.merchant.service import MerchantService, MerchantSettings
 from semops.merchant.trust import ProcessorTrust
 from semops.service.clock import SystemClock
-from semops.service.files import read_secret
+from semops.service.files import private_dir, read_secret
 from semops.service.logs import configure_logging
 from semops.service.server import make_server, serve_all
 from semops.store.db import Database
@@ -105,7 +105,7 @@ def read_api_token(settings: MerchantSettings) -> str | None:
 async def build_service(settings: MerchantSettings, clock: Clock | None = None) -> MerchantService:
     """A ready service: database migrated, processor transport open."""
     trust = load_trust(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     database = Database(settings.database_url)
     await upgrade(database, "merchant")
     return MerchantService(

@@ -5,11 +5,13 @@ Public (loopback by default), three audiences with three credentials: wallets
 (`SEMOPS-Device <JWS DeviceAuth>`; orders and enrolments are signed messages themselves),
 merchants (`Bearer <API key>`) and the back office (`Bearer <operator token>`).
 Scheme (mutual TLS): the router's calls, every body a router- or processor-signed JWS.
+Operator (loopback by default): `/healthz` and `/metrics` (`Bearer <operator token>`).
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Header, Path, Request
@@ -141,14 +143,39 @@ def create_scheme_app(processor: Processor) -> FastAPI:
     return app
 
 
+def create_operator_app(processor: Processor) -> FastAPI:
+    """The operator port (loopback by default): metrics behind the operator token.
+
+    Metrics count payments, refunds, PIN failures and volumes per outcome; read before and
+    after a payment they would tell a payee which processor paid it (DESIGN.md §5), so they
+    are never on the public or scheme port and never without the operator's credential."""
+    app = create_app(f"SEMOPS processor {processor.settings.processor_id} (operator)", version="1")
+    operator = _operator_check(processor)
+    _add_health(app, processor)
+
+    @app.get("/metrics")
+    async def metrics(authorization: Authorization = None) -> Response:
+        operator(authorization)
+        return Response(processor.context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _operator_check(processor: Processor) -> Callable[[str | None], None]:
+    expected = b"Bearer " + processor.context.keys.operator_token.encode("ascii")
+
+    def operator(authorization: str | None) -> None:
+        given = (authorization or "").encode("utf-8", errors="replace")
+        if not hmac.compare_digest(given, expected):
+            raise SemopsError(E.UNAUTHENTICATED)
+
+    return operator
+
+
 def _add_health(app: FastAPI, processor: Processor) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return processor.health()
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(processor.context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _add_wallet(app: FastAPI, processor: Processor) -> None:
@@ -270,13 +297,8 @@ def _add_merchant(app: FastAPI, processor: Processor) -> None:
 
 
 def _add_admin(app: FastAPI, processor: Processor) -> None:
-    expected = b"Bearer " + processor.context.keys.operator_token.encode("ascii")
+    operator = _operator_check(processor)
     customers = processor.customers
-
-    def operator(authorization: str | None) -> None:
-        given = (authorization or "").encode("utf-8", errors="replace")
-        if not hmac.compare_digest(given, expected):
-            raise SemopsError(E.UNAUTHENTICATED)
 
     @app.post("/v1/admin/customers", status_code=201)
     async def create_customer(
@@ -350,4 +372,4 @@ def _add_admin(app: FastAPI, processor: Processor) -> None:
         return await processor.position()
 
 
-__all__ = ["create_public_app", "create_scheme_app"]
+__all__ = ["create_operator_app", "create_public_app", "create_scheme_app"]

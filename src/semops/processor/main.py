@@ -2,7 +2,8 @@
 
 `run(settings)` is what `semops processor serve` calls. The public port (wallets,
 merchants, back office) is plain HTTP meant for loopback or a TLS-terminating proxy; the
-scheme port demands a client certificate from the scheme root (mutual TLS). Both answer
+scheme port demands a client certificate from the scheme root (mutual TLS); the operator
+port (loopback by default) serves metrics behind the operator token. All answer
 `/healthz` with 503 until the processor is registered with the router and holds its
 directory, so "healthy" means "can take payments".
 """
@@ -15,7 +16,7 @@ import contextlib
 import structlog
 
 from semops.core.clock import Clock
-from semops.processor.app import create_public_app, create_scheme_app
+from semops.processor.app import create_operator_app, create_public_app, create_scheme_app
 from semops.processor.keys import load_keys
 from semops.processor.service import Processor
 from semops.processor.settings import ProcessorSettings
@@ -43,6 +44,7 @@ async def build_processor(
 
 
 async def run(settings: ProcessorSettings, clock: Clock | None = None) -> None:
+    settings.check()
     configure_logging(settings.log_file)
     router_client = Peer(client_context(settings.tls))
     webhook_client = Peer()
@@ -51,13 +53,21 @@ async def run(settings: ProcessorSettings, clock: Clock | None = None) -> None:
     )
     servers = [
         make_server(
-            create_public_app(processor), host=settings.public_host, port=settings.public_port
+            create_public_app(processor),
+            host=settings.public_host,
+            port=settings.public_port,
+            trusted_proxies=settings.trusted_proxies,
         ),
         make_server(
             create_scheme_app(processor),
             host=settings.scheme_host,
             port=settings.scheme_port,
             **server_options(settings.tls),
+        ),
+        make_server(
+            create_operator_app(processor),
+            host=settings.operator_host,
+            port=settings.operator_port,
         ),
     ]
     stop = asyncio.Event()
@@ -67,6 +77,7 @@ async def run(settings: ProcessorSettings, clock: Clock | None = None) -> None:
         processor=settings.processor_id,
         public_port=settings.public_port,
         scheme_port=settings.scheme_port,
+        operator_port=settings.operator_port,
     )
     try:
         await serve_all(servers)

@@ -4,7 +4,11 @@ A payee is a merchant (created by the back office; authenticated by an API key s
 of which only the SHA-256 is stored) or a person (a customer receiving P2P, made the first
 time the person asks to be paid). Each has an account at this processor; nothing here is
 ever sent to another party. Signed PaymentNotices wait in a durable outbox and are POSTed
-to the merchant's webhook with back-off until it answers 2xx (semops.service.outbox).
+to the merchant's webhook with back-off until it answers 2xx (semops.service.outbox). A
+webhook URL passes semops.core.urls at creation and at every call (https; plain http only on
+loopback in development), and no redirect is followed: the processor calls that URL only.
+A new merchant's display name is refused when a payer could take it for another payee's
+name (the UTS #39 skeleton, semops.protocol.names, stored as `name_key`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from sqlalchemy.exc import IntegrityError
 
 from semops.core.encoding import sha256_b64url
 from semops.core.errors import E, SemopsError
+from semops.core.urls import check_endpoint_url
 from semops.ledger import AccountKind
 from semops.processor import accounts
 from semops.processor.context import Context, new_id
+from semops.protocol.names import check_display_text, name_key
 from semops.service.outbox import OUTBOX_BATCH_MAX, OUTBOX_DELIVERY_TIMEOUT_S, next_attempt_at
 from semops.store import processor as store
 
@@ -42,6 +48,8 @@ class Payees:
     async def create_merchant(
         self, merchant_id: str, display_name: str, currency: str, webhook_url: str | None
     ) -> dict[str, Any]:
+        if webhook_url is not None:  # the processor will call it: https, no query, no tricks
+            check_endpoint_url(webhook_url, development=self.context.settings.development)
         api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         account_id = new_id("mc")
         try:
@@ -63,9 +71,13 @@ class Payees:
         account_id: str,
     ) -> None:
         now = self.context.clock.now()
+        key = name_key(display_name)
         async with self.context.database.write() as connection:
             if await store.get_row(connection, store.payees, merchant_id) is not None:
                 raise SemopsError(E.IDEMPOTENCY_CONFLICT, "this merchant id is taken")
+            await store.lock_payee_names(connection)
+            if await store.find_row(connection, store.payees, name_key=key) is not None:
+                raise SemopsError(E.NAME_CONFUSABLE, "another payee has a name that looks the same")
             await accounts.open_account(connection, account_id, AccountKind.MERCHANT, currency, now)
             await store.insert_row(
                 connection,
@@ -79,6 +91,7 @@ class Payees:
                     "api_key_digest": api_key_digest(api_key),
                     "webhook_url": webhook_url,
                     "created_at": now,
+                    "name_key": key,
                 },
             )
 
@@ -101,15 +114,22 @@ class Payees:
             customer = await store.find_row(connection, store.customers, account_id=account_id)
             if customer is None:
                 raise SemopsError(E.ACCOUNT_UNKNOWN)
+            name = check_display_text(customer["name"])  # stored before the rule, maybe
+            key = name_key(name)
+            # Two people may share a name; a person may not be paid under a shop's name.
+            await store.lock_payee_names(connection)
+            if await store.find_row(connection, store.payees, name_key=key, kind="merchant"):
+                raise SemopsError(E.NAME_CONFUSABLE, "a merchant has a name that looks the same")
             payee = {
                 "payee_id": PERSON_PAYEE_PREFIX + secrets.token_hex(6),
                 "kind": "person",
-                "display_name": customer["name"],
+                "display_name": name,
                 "account_id": account_id,
                 "currency": customer["currency"],
                 "api_key_digest": None,
                 "webhook_url": None,
                 "created_at": self.context.clock.now(),
+                "name_key": key,
             }
             await store.insert_row(connection, store.payees, payee)
         return payee
@@ -125,12 +145,16 @@ class Payees:
         delivered = 0
         for message in due:
             try:
-                status, _, _ = await self.context.webhooks.request(
-                    "POST",
-                    message["destination"],
-                    jose=message["body"],
-                    timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
+                # Checked again at each call: a URL stored before the rule, or in development
+                # by a processor now running without it, is not called.
+                destination = check_endpoint_url(
+                    message["destination"], development=self.context.settings.development
                 )
+                status, _, _ = await self.context.webhooks.request(
+                    "POST", destination, jose=message["body"], timeout_s=OUTBOX_DELIVERY_TIMEOUT_S
+                )
+                # Only a 2xx is an acknowledgement: a 3xx is not followed (the client never
+                # follows redirects) and counts as a failed attempt, retried with back-off.
                 ok = 200 <= status < 300
             except SemopsError:
                 ok = False

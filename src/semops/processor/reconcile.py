@@ -122,7 +122,9 @@ class RouterReader:
         try:
             async with (
                 aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                session.get(self.location.router_url + path, headers=headers) as response,
+                session.get(
+                    self.location.router_url + path, headers=headers, allow_redirects=False
+                ) as response,
             ):
                 body = await response.content.read(max_bytes + 1)
                 if len(body) > max_bytes:

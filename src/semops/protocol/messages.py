@@ -64,6 +64,7 @@ from semops.core.limits import (
 from semops.core.money import CURRENCY_SCALES
 from semops.crypto.hashlock import check_fulfilment
 from semops.crypto.keys import KeyStatus, KeyUse, PublicKeyRecord, check_public_jwk
+from semops.protocol.names import check_display_text
 
 PROTOCOL_VERSION: Final = 1
 
@@ -118,11 +119,17 @@ Timestamp = Annotated[int, Field(ge=0, le=TIMESTAMP_MAX_S)]
 Digest = Annotated[
     str, StringConstraints(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9_-]{43}$")
 ]
+# What a payer reads on the PIN prompt: one line, and text a person reads as what it is
+# (semops.protocol.names, UTS #39). A token carrying anything else is refused by wallets too.
 DisplayName = Annotated[
-    str, StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS, pattern=ONE_LINE_TEXT)
+    str,
+    StringConstraints(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS, pattern=ONE_LINE_TEXT),
+    AfterValidator(check_display_text),
 ]
 Reference = Annotated[
-    str, StringConstraints(min_length=1, max_length=REFERENCE_MAX_CHARS, pattern=ONE_LINE_TEXT)
+    str,
+    StringConstraints(min_length=1, max_length=REFERENCE_MAX_CHARS, pattern=ONE_LINE_TEXT),
+    AfterValidator(check_display_text),
 ]
 ReasonText = Annotated[
     str, StringConstraints(min_length=1, max_length=REASON_TEXT_MAX_CHARS, pattern=ONE_LINE_TEXT)

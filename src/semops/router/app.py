@@ -1,4 +1,5 @@
-"""The router's HTTP surface: a scheme app (mutual TLS) and an operator app (loopback).
+"""The router's HTTP surface: a scheme app (mutual TLS) and an operator app (loopback;
+admin calls and `/metrics`, all behind the operator token).
 
 Thin: each route reads the JOSE body, calls the `Router` (or its `Settlement`), and answers
 a JOSE token or JSON. Decided transfers answer 200, undecided ones 202 (the caller asks
@@ -139,6 +140,13 @@ def create_operator_app(
         authorise(authorization)
         return {"sealed_seq": await router.audit.seal()}
 
+    # Only here, behind the operator token: transfer counts per outcome, read around a
+    # payment, would tell a participant about other participants' traffic.
+    @app.get("/metrics")
+    async def metrics(authorization: Auth = None) -> Response:
+        authorise(authorization)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     _add_health(app)
     return app
 
@@ -147,7 +155,3 @@ def _add_health(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

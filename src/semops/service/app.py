@@ -1,10 +1,17 @@
-"""What every SEMOPS web service shares: problem+json errors and bounded request bodies.
+"""What every SEMOPS web service shares: problem+json errors, bounded and strictly
+decoded request bodies, and the security headers of every answer.
 
 Every error leaves a service as RFC 9457 problem+json carrying the stable `code` of the
 error registry. Validation errors name the field and the rule, never the refused value
 (it may be a PIN or a credential). An unexpected exception becomes a bare 500 `internal`
 with no detail: the traceback goes to the log, not to the caller. Bodies above the route's
-bound are refused with 413 before they are read into memory.
+bound are refused with 413 before they are read into memory. A JSON body with a key twice
+in one object is refused with 400 `malformed` before any route reads it, whichever parser
+that route uses (FastAPI's, pydantic's or the core's). Every answer carries
+`X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, a Content-Security-Policy
+that allows nothing (`default-src 'none'; frame-ancestors 'none'`: JSON, SVG and PNG need
+nothing) and `Cache-Control: no-store`, unless the route set its own (pages send a CSP
+of their own; static files may be cached).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from semops.core.encoding import refuse_duplicate_keys
 from semops.core.errors import E, ErrorSpec, SemopsError
 from semops.core.limits import MESSAGE_MAX_BYTES
 
@@ -106,8 +114,89 @@ class BodyLimit:
         await self.app(scope, bounded_receive, send)
 
 
+class StrictJson:
+    """Refuse (400 `malformed`) a JSON body with a duplicate key, before any route reads it.
+
+    A body is looked at as JSON when it starts with `{` or `[` (whatever its declared type:
+    FastAPI reads a body without a content type as JSON, and some routes parse bytes by
+    hand); anything else passes through untouched and unbuffered. Runs inside BodyLimit, so
+    what it buffers is bounded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        try:
+            await self._check(receive, received)
+        except SemopsError as error:  # a duplicate key, or a body over BodyLimit's bound
+            await _send_problem(send, error)
+            return
+
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _check(receive: Receive, received: list[Message]) -> None:
+        """Read up to the first byte that is not white space; if it opens JSON, read the
+        whole body and refuse a duplicate key. `received` keeps what was read, to replay."""
+        body, more = b"", True
+        while more and not body.lstrip():
+            message = await receive()
+            received.append(message)
+            body += message.get("body", b"")
+            more = message["type"] == "http.request" and message.get("more_body", False)
+        if body.lstrip()[:1] not in (b"{", b"["):
+            return
+        while more:
+            message = await receive()
+            received.append(message)
+            body += message.get("body", b"")
+            more = message["type"] == "http.request" and message.get("more_body", False)
+        refuse_duplicate_keys(body)
+
+
+SECURITY_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class SecurityHeaders:
+    """Add each of SECURITY_HEADERS to an answer that does not carry that header already."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 async def _send_too_large(send: Send, max_bytes: int) -> None:
-    response = problem_response(SemopsError(E.TOO_LARGE, f"body larger than {max_bytes} bytes"))
+    await _send_problem(send, SemopsError(E.TOO_LARGE, f"body larger than {max_bytes} bytes"))
+
+
+async def _send_problem(send: Send, error: SemopsError) -> None:
+    response = problem_response(error)
     await send(
         {
             "type": "http.response.start",
@@ -124,7 +213,10 @@ def create_app(title: str, *, max_body_bytes: int = MESSAGE_MAX_BYTES, **kwargs:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    # The last added runs first: headers on every answer, then the size bound, then JSON.
+    app.add_middleware(StrictJson)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

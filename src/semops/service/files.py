@@ -4,6 +4,11 @@ Private keys, the PIN-verification key, the payer-reference key and API credenti
 in files only their service can read (DESIGN.md §6). Files are created with O_EXCL and mode
 0600, so there is no instant at which another user could read them, and an existing secret
 is never overwritten. Loading refuses a file whose mode lets group or others read it.
+
+Everything else a service keeps under its data directory (databases, logs, demo files,
+the network layout) is private too: folders are made 0700 and files 0600 (`private_dir`,
+`write_private`, `open_private_log`), since a log line or a demo file can say more than a
+neighbour on the machine should read.
 """
 
 from __future__ import annotations
@@ -12,11 +17,45 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import IO, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 SECRET_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder, each missing level made 0700 (an existing folder is kept)."""
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for level in reversed(missing):
+        level.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(level, PRIVATE_DIR_MODE)  # the mode passed to mkdir is masked by the umask
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace a file only its owner can read (0600 from its first byte)."""
+    private_dir(path.parent)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    os.fchmod(descriptor, SECRET_FILE_MODE)  # an older file of the same name may be wider
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def open_private_log(path: Path, *, text: bool = True) -> IO[Any]:
+    """A log file opened for appending, 0600 in a 0700 folder, line-buffered as text."""
+    private_dir(path.parent)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, SECRET_FILE_MODE)
+    os.fchmod(descriptor, SECRET_FILE_MODE)
+    if text:
+        return os.fdopen(descriptor, "a", encoding="utf-8", buffering=1)
+    return os.fdopen(descriptor, "ab")
 
 
 class SecretFileError(Exception):
@@ -24,7 +63,7 @@ class SecretFileError(Exception):
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SECRET_FILE_MODE)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)

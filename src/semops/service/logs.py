@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import structlog
 
+from semops.service.files import open_private_log
+
 ALLOWED_FIELDS: Final = frozenset(
     {
         "event", "level", "timestamp", "logger",
@@ -41,8 +43,7 @@ def _allowlist(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 def configure_logging(log_file: Path | None, *, level: int = logging.INFO) -> None:
     """JSON lines to `log_file` (or stderr), through the allowlist."""
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        stream: Any = log_file.open("a", encoding="utf-8", buffering=1)
+        stream: Any = open_private_log(log_file)  # 0600 in a 0700 folder
     else:
         stream = sys.stderr
     structlog.configure(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -25,10 +25,20 @@ class _Server(uvicorn.Server):
 
 
 def make_server(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Server:
+    """A server for `app`; `options` go to uvicorn, except `trusted_proxies`.
+
+    X-Forwarded-For/-Proto are believed only from the addresses in `trusted_proxies` (none
+    by default): uvicorn would trust 127.0.0.1, so anyone on the machine, or a local proxy
+    passing the header through, could choose the client address a login throttle counts by.
+    """
+    trusted_proxies: Sequence[str] = tuple(options.pop("trusted_proxies", ()))
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
+        server_header=False,
         log_level="warning",
         access_log=False,
         lifespan="off",  # the service object is started and stopped around the servers

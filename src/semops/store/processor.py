@@ -21,7 +21,7 @@ serialised by `Database.write()`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -42,6 +42,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -258,8 +259,11 @@ payees = Table(
     Column("api_key_digest", String(43), nullable=True),  # SHA-256 of the API key
     Column("webhook_url", String(256), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # semops.protocol.names.name_key: equal for names a payer could take for each other.
+    Column("name_key", String(43), nullable=True),
     UniqueConstraint("api_key_digest", name="uq_payees_api_key"),
     UniqueConstraint("account_id", name="uq_payees_account"),
+    Index("ix_payees_name_key", "name_key"),
 )
 
 requests = Table(
@@ -376,6 +380,19 @@ async def find_row(
         query = query.with_for_update()
     row = (await connection.execute(query.limit(1))).mappings().first()
     return dict(row) if row is not None else None
+
+
+# Payee names are checked against each other before one is added: on PostgreSQL a
+# transaction-scoped advisory lock makes "no look-alike exists, add it" one step (SQLite
+# runs one write transaction at a time anyway).
+_PAYEE_NAMES_LOCK_KEY: Final = 0x5E0A9A7E
+
+
+async def lock_payee_names(connection: AsyncConnection) -> None:
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PAYEE_NAMES_LOCK_KEY}
+        )
 
 
 async def insert_row(connection: AsyncConnection, table: Table, row: dict[str, Any]) -> None:

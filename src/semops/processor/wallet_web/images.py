@@ -1,9 +1,10 @@
 """Pictures of payment links: reading the QR code in an uploaded image, drawing one as SVG.
 
-Reading is zxing-cpp over Pillow, bounded before any pixel is decoded: the bytes by the
-app's body limit and QR_UPLOAD_MAX_BYTES, the pixel count by QR_IMAGE_MAX_PIXELS (a tiny
-PNG can declare a huge canvas), and exactly one QR code must be in the picture (two could
-be a genuine request and a planted one). Drawing is segno, error correction level M.
+Reading is zxing-cpp over Pillow (semops.service.images: PNG and JPEG only, told apart by
+their first bytes before Pillow sees them), bounded before any pixel is decoded: the bytes
+by the app's body limit and QR_UPLOAD_MAX_BYTES, the pixel count by QR_IMAGE_MAX_PIXELS (a
+tiny PNG can declare a huge canvas), and exactly one QR code must be in the picture.
+Drawing is segno, error correction level M.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import segno
 
 from semops.core.errors import E, SemopsError
 from semops.core.limits import MESSAGE_MAX_BYTES, REQUEST_TOKEN_MAX_BYTES
+from semops.service.images import read_qr_text
 
 # An upload is a body of the public app, which refuses anything above MESSAGE_MAX_BYTES
 # before it is read; a QR code of a 600-byte token is a few KiB as PNG. The page shrinks
@@ -33,31 +35,8 @@ QR_BORDER: Final = 4
 
 
 def decode_qr(data: bytes) -> str:
-    """The text of the one QR code in an image (PNG, JPEG, GIF, WebP)."""
-    import zxingcpp
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise SemopsError(E.TOKEN_INVALID, "no image was sent")
-    if len(data) > QR_UPLOAD_MAX_BYTES:
-        raise SemopsError(E.TOO_LARGE, "the image is too large to be a QR code")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > QR_IMAGE_MAX_PIXELS:
-                raise SemopsError(E.TOO_LARGE, "the image has too many pixels")
-            image.load()
-            results = zxingcpp.read_barcodes(
-                image, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-            )
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
-        raise SemopsError(E.TOKEN_INVALID, "the file is not a readable image") from None
-    texts = {result.text for result in results if result.valid}
-    if not texts:
-        raise SemopsError(E.TOKEN_INVALID, "no QR code was found in the image")
-    if len(texts) > 1:
-        raise SemopsError(E.TOKEN_INVALID, "the image holds more than one QR code")
-    return texts.pop()
+    """The text of the one QR code in an uploaded image (PNG or JPEG only)."""
+    return read_qr_text(data, max_bytes=QR_UPLOAD_MAX_BYTES, max_pixels=QR_IMAGE_MAX_PIXELS)
 
 
 def check_pay_link(link: str) -> str:

@@ -5,7 +5,9 @@
 //   integers, booleans, null); members sorted by UTF-16 code units, which is what
 //   Array.prototype.sort compares; floats and lone surrogates are refused.
 // - JWS ES256 with the protected header exactly {alg, kid}; WebCrypto's ECDSA signature is
-//   already the raw r||s form JWS uses.
+//   already the raw r||s form JWS uses. Low-S both ways, as in semops.crypto.jose: (r, s)
+//   and (r, n - s) both verify, so signing replaces a high s by n - s (WebCrypto does not)
+//   and verifying refuses a high s.
 // - JWE ECDH-ES+A256KW with A256GCM to one recipient: ephemeral P-256 key, Concat KDF
 //   (RFC 7518 §4.6.2, SHA-256, written here because WebCrypto has none), AES-KW of a fresh
 //   content key, AES-GCM with the protected header as additional data.
@@ -21,6 +23,10 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 const THUMBPRINT_CHARS_IN_KID = 16;
 const P256 = { name: "ECDSA", namedCurve: "P-256" };
 const ES256 = { name: "ECDSA", hash: "SHA-256" };
+// The order of P-256's base point; an ES256 s must be at most half of it.
+const P256_ORDER = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+const P256_HALF_ORDER = P256_ORDER / 2n;
+const ES256_SIGNATURE_BYTES = 64;
 
 export const SIGNING_ALGORITHM = "ES256";
 export const KEY_WRAP_ALGORITHM = "ECDH-ES+A256KW";
@@ -105,7 +111,40 @@ export async function signJws(claims, privateKey, kid) {
   const payload = b64urlEncode(utf8(canonicalJson(claims)));
   const input = utf8(header + "." + payload);
   const signature = new Uint8Array(await crypto.subtle.sign(ES256, privateKey, input));
-  return header + "." + payload + "." + b64urlEncode(signature);
+  return header + "." + payload + "." + b64urlEncode(lowS(signature));
+}
+
+function bigIntOf(bytes) {
+  let value = 0n;
+  for (const byte of bytes) value = (value << 8n) | BigInt(byte);
+  return value;
+}
+
+function bytes32Of(value) {
+  const out = new Uint8Array(32);
+  for (let i = 31; i >= 0; i -= 1) {
+    out[i] = Number(value & 0xffn);
+    value >>= 8n;
+  }
+  return out;
+}
+
+// The ES256 signature r||s with s replaced by n - s when s > n/2 (both forms verify).
+export function lowS(signature) {
+  if (signature.length !== ES256_SIGNATURE_BYTES) throw new JoseError("not an ES256 signature");
+  const s = bigIntOf(signature.subarray(32));
+  if (s <= P256_HALF_ORDER) return signature;
+  const low = new Uint8Array(ES256_SIGNATURE_BYTES);
+  low.set(signature.subarray(0, 32));
+  low.set(bytes32Of(P256_ORDER - s), 32);
+  return low;
+}
+
+export function isLowS(signature) {
+  if (signature.length !== ES256_SIGNATURE_BYTES) return false;
+  const r = bigIntOf(signature.subarray(0, 32));
+  const s = bigIntOf(signature.subarray(32));
+  return r > 0n && r < P256_ORDER && s > 0n && s <= P256_HALF_ORDER;
 }
 
 function parseJsonPart(part) {
@@ -135,6 +174,7 @@ export async function verifyJws(token, jwk, kid) {
   }
   const key = await crypto.subtle.importKey("jwk", publicMembers(jwk), P256, false, ["verify"]);
   const signature = b64urlDecode(parts[2]);
+  if (!isLowS(signature)) throw new JoseError("the signature is not valid");
   const valid = await crypto.subtle.verify(ES256, key, signature, utf8(parts[0] + "." + parts[1]));
   if (!valid) throw new JoseError("the signature is not valid");
   const claims = parseJsonPart(parts[1]);

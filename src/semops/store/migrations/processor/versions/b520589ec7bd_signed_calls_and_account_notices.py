@@ -1,7 +1,7 @@
 """signed calls and account notices
 
 Revision ID: b520589ec7bd
-Revises: 0cc9ef944f92
+Revises: 51a59f0ee3c8
 Create Date: 2026-12-01 19:21:47.315420
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b520589ec7bd"
-down_revision: str | None = "0cc9ef944f92"
+down_revision: str | None = "51a59f0ee3c8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
