@@ -64,15 +64,16 @@ class Processor:
         webhook_client: HttpClient,
     ) -> None:
         link = RouterLink(router_client, settings.router_url)
+        metrics = Metrics()
         self.context = Context(
             settings=settings,
             keys=keys,
             database=database,
             clock=clock,
-            directory=DirectoryCache(settings, keys, link, clock),
+            directory=DirectoryCache(settings, keys, link, clock, metrics),
             router=link,
             webhooks=webhook_client,
-            metrics=Metrics(),
+            metrics=metrics,
         )
         self.audit = AuditLog(
             settings.processor_id, store.audit_log, database, keys.sign_key, clock
