@@ -39,7 +39,8 @@ from semops.service.tls import TlsFiles, client_context
 from tests.attack.attacker import processor_keys
 from tests.attack.certificates import issue, serial_of
 from tests.attack.conftest import Scene
-from tests.attack.test_participants import (
+from tests.attack.flows import refund_of, routed_payment
+from tests.attack.test_router_participants import (
     directory_of,
     own_tls,
     router_call,
@@ -201,14 +202,14 @@ def test_a_participants_certificate_cannot_speak_for_another(scene: Scene) -> No
     """A leaked (old but unexpired) certificate of bank-a is no licence to act as mno-b."""
     network = scene.network
     bank_a = own_tls(scene, "bank-a")
+    payment = routed_payment(scene, 95)  # fresh captures: valid in every other respect
+    refund = refund_of(scene, payment, 5)
     before = scene.quiet()
     # mno-b's captured refund, re-sent over bank-a's TLS connection.
-    answer = router_call(scene, bank_a, "POST", "/v1/refunds", scene.early_refund)
+    answer = router_call(scene, bank_a, "POST", "/v1/refunds", refund)
     assert (answer.status, answer.code) == (403, "tls_peer_mismatch"), answer.body
     # bank-a's captured prepare, re-sent over mno-b's.
-    answer = router_call(
-        scene, own_tls(scene, "mno-b"), "POST", "/v1/transfers", scene.early.prepare
-    )
+    answer = router_call(scene, own_tls(scene, "mno-b"), "POST", "/v1/transfers", payment.prepare)
     assert (answer.status, answer.code) == (403, "tls_peer_mismatch"), answer.body
     # mno-b's signed settlement query, over bank-a's connection.
     now = int(time.time())

@@ -247,6 +247,11 @@ async def test_an_endorsement_by_the_wrong_key_leaves_the_rotation_held(scheme: 
     thief = sign_key(scheme.folder("bank-a-second"), "bank-a")
     answer = await scheme.register("bank-a-next", current_key=thief)
     assert answer.held is not None
+    # Sent again, endorsed by the right key: it takes effect, and the held row is done.
+    current = sign_key(scheme.folder("bank-a"), "bank-a")
+    assert (await scheme.register("bank-a-next", current_key=current)).held is None
+    (row,) = await scheme.rows(store.registrations)
+    assert (row["state"], row["decided_by"]) == ("approved", "bank-a")
 
 
 # --- refused before anything is stored ------------------------------------------------------

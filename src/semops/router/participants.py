@@ -175,6 +175,10 @@ class Participants:
             elif decision is RegistrationDecision.UPDATE:
                 assert current is not None
                 await self._update(connection, certified, current, now, vouched)
+                # The same change held earlier (sent before the endorsing key was at hand)
+                # is done now: its row says so, and by whom, instead of waiting forever.
+                held_before = registration_id_of(owner, proposed)
+                await store.decide_registration(connection, held_before, "approved", now, owner)
             elif decision is RegistrationDecision.HOLD:
                 assert current is not None
                 held = await self._hold(connection, certified, current, now)

@@ -346,6 +346,14 @@ class Router:
     def _verify(self, token: str, expected: type[Any], now: int) -> Any:
         return open_signed(token, expected, self._ring, now)
 
+    def _verify_from(self, token: str, expected: type[Any], now: int, tls_party: str) -> Any:
+        """Verify a message that must come from the TLS client it names: every check of
+        `open_signed` first (so a changed field is a bad signature, whatever it is), then
+        the signer must be the participant at the other end of this connection."""
+        signed = self._verify(token, expected, now)
+        require_same_party(signed.message.signer_party(), tls_party)
+        return signed
+
     async def set_status(self, participant_id: str, status: str, actor: str = "operator") -> None:
         """Operator action: suspend or resume a processor (audited)."""
         if status not in ("active", "suspended") or participant_id == self.identity.router_id:
@@ -434,8 +442,7 @@ class Router:
 
     async def prepare(self, token: str, *, tls_party: str) -> Outcome:
         now = self.clock.now()
-        prepare: TransferPrepare = self._verify(token, TransferPrepare, now).message
-        require_same_party(prepare.payer_processor, tls_party)
+        prepare: TransferPrepare = self._verify_from(token, TransferPrepare, now, tls_party).message
         self._active(prepare.payer_processor)
         payee = self._active(prepare.payee_processor)
         digest = prepare.digest()
@@ -711,8 +718,7 @@ class Router:
 
     async def refund(self, token: str, *, tls_party: str) -> Outcome:
         now = self.clock.now()
-        refund: RefundTransfer = self._verify(token, RefundTransfer, now).message
-        require_same_party(refund.payee_processor, tls_party)
+        refund: RefundTransfer = self._verify_from(token, RefundTransfer, now, tls_party).message
         self._active(refund.payee_processor)
         digest = refund.digest()
         async with self.database.write() as connection:

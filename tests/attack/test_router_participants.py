@@ -365,14 +365,27 @@ def test_a_key_rotation_signed_by_the_current_key_needs_no_operator(bank_c: Bank
     scene = bank_c.scene
     old = kids_of(scene, "bank-c")["sig"][0]
     bank_c.rotate("rotated")
+    # Without the key the router knows, the new certificate is just another certificate
+    # of bank-c: held for the operator, the directory keeps the current key.
+    previous = bank_c.folder / "bank-c.previous.key"
+    aside = bank_c.folder.parent / "bank-c.previous.key.aside"
+    os.replace(previous, aside)
+    bank_c.restart()
+    (held,) = held_registrations(scene, "bank-c")
+    assert kids_of(scene, "bank-c")["sig"] == (old, "active")
+    # With it, the registration is endorsed by the current key and takes effect at once.
+    os.replace(aside, previous)
     bank_c.restart()
     new = sign_key(bank_c.folder, "bank-c").kid
     assert kids_of(scene, "bank-c")["sig"] == (new, "active") and new != old
-    assert held_registrations(scene, "bank-c") == []
+    assert held_registrations(scene, "bank-c") == []  # the held one is done: by bank-c
+    decided = scene.network.router_admin("GET", "/v1/admin/registrations?state=approved")
+    assert [row["decided_by"] for row in decided["registrations"]] == ["bank-c"]
+    assert held["registration_id"] == decided["registrations"][0]["registration_id"]
     bank_c.pays()
     bank_c.refresh()
     assert bank_c.mismatch_gauge() == 0
-    assert not bank_c.log_events("registration_held")
+    assert len(bank_c.log_events("registration_held")) == 1  # the first restart's, only
 
 
 # --- the victim notices ---------------------------------------------------------------------
