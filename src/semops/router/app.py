@@ -15,7 +15,7 @@ id; the operator app lists, approves and rejects those, and revokes keys and cer
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -48,7 +48,7 @@ KidPath = Annotated[
     str, Path(min_length=1, max_length=KID_MAX_CHARS, pattern=r"^[A-Za-z0-9._~:-]+$")
 ]
 SerialPath = Annotated[str, Path(min_length=1, max_length=42, pattern=r"^(0x)?[0-9A-Fa-f:]+$")]
-RegistrationState = Annotated[str, Query(pattern=r"^(pending|approved|rejected|all)$")]
+RegistrationState = Annotated[Literal["pending", "approved", "rejected", "all"], Query()]
 
 
 def _answer(outcome: Outcome, kind: str) -> Response:
@@ -67,7 +67,10 @@ def create_scheme_app(router: Router, settlement: Settlement | None = None) -> F
     async def directory() -> dict[str, str]:
         return router.directory_document()
 
-    @app.post("/v1/participants")
+    @app.post(
+        "/v1/participants",
+        responses={202: {"description": "The change is held for the scheme operator"}},
+    )
     async def register(request: Request) -> Response:
         answer = await router.register(await read_jose(request), tls_party=caller(request))
         if answer.held is None:
@@ -176,9 +179,14 @@ def create_operator_app(
 
     @app.get("/v1/admin/registrations")
     async def registrations(
-        authorization: Auth = None, state: RegistrationState = "pending"
+        request: Request, authorization: Auth = None, state: RegistrationState = "pending"
     ) -> dict[str, Any]:
         authorise(authorization)
+        # One `state` at most and nothing else: an unknown or repeated parameter is a
+        # mistake to point out, not something to ignore.
+        keys = [key for key, _ in request.query_params.multi_items()]
+        if any(key != "state" for key in keys) or len(keys) > 1:
+            raise SemopsError(E.VALIDATION_FAILED, "the only query parameter is one state")
         held = await router.participants.held(None if state == "all" else state)
         return {"registrations": held}
 
