@@ -135,8 +135,9 @@ def test_a_captured_prepare_gets_the_stored_status_and_moves_nothing(scene: Scen
     status = verified(again.body, network, "bank-a", TransferStatus)
     assert (status.transfer_id, status.state) == (fresh.transfer_id, "committed")
     assert status == verified(fresh.status_reply, network, "bank-a", TransferStatus)
-    # The same prepare from another participant's TLS identity: the signature decides.
-    assert to_router(network, "/v1/transfers", fresh.prepare, as_party="mno-b").status == 200
+    # The same prepare from another participant's TLS identity is refused outright.
+    answer = to_router(network, "/v1/transfers", fresh.prepare, as_party="mno-b")
+    _refused(answer, 403, "tls_peer_mismatch")
     scene.assert_unchanged(before)
 
 

@@ -212,8 +212,9 @@ def test_encryption_certificate_is_key_agreement_only() -> None:
     cert = issue_enc()
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.key_agreement and not usage.digital_signature
-    with pytest.raises(x509.ExtensionNotFound):
-        cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    # Its only EKU is SEMOPS's own: no serverAuth or clientAuth, so never a TLS certificate.
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [pki.SEMOPS_ENCRYPTION_EKU_OID]
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(san) == [x509.UniformResourceIdentifier("urn:semops:processor:bank-a:enc")]
 
@@ -339,6 +340,7 @@ def test_signing_chain_validates() -> None:
         role="processor",
         usage="sign",
         not_after=NOW + timedelta(days=PARTY_CERT_VALIDITY_DAYS),
+        serial=1000,
     )
 
 

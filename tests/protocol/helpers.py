@@ -38,6 +38,7 @@ from semops.protocol.messages import (
     Receipt,
     RefundResult,
     RefundTransfer,
+    RegistrationEndorsement,
     RoutedPrepare,
     TransferDetails,
     TransferFulfil,
@@ -161,6 +162,7 @@ def sample_directory() -> Directory:
                 [SIGNING_KEYS[PAYEE_PROCESSOR], SEALING_KEYS[PAYEE_PROCESSOR]],
             ),
         ),
+        revoked_serials=("1f", "a0c3"),
     )
 
 
@@ -288,6 +290,13 @@ def _samples() -> dict[type[Message], Message]:
             endpoint="https://bank-a.example:8443/semops",
             sign_certificate=party_certificate_pem(SIGNING_KEYS[PAYER_PROCESSOR], 2),
             enc_certificate=party_certificate_pem(SEALING_KEYS[PAYER_PROCESSOR], 3),
+            created_at=NOW,
+            expires_at=NOW + 60,
+            endorsement=FAKE_JWS,
+        ),
+        RegistrationEndorsement(
+            participant_id=PAYER_PROCESSOR,
+            registration_digest=DIGEST,
             created_at=NOW,
             expires_at=NOW + 60,
         ),

@@ -42,6 +42,7 @@ from semops.protocol.messages import (
     Receipt,
     RefundResult,
     RefundTransfer,
+    RegistrationEndorsement,
     RoutedPrepare,
     TransferDetails,
     TransferFulfil,
@@ -82,6 +83,7 @@ WINDOWED: Final[dict[type[Message], tuple[str, str, str]]] = {
     RefundTransfer: ("created_at", "expires_at", "message_expired"),
     Directory: ("issued_at", "expires_at", "message_expired"),
     ParticipantRegistration: ("created_at", "expires_at", "message_expired"),
+    RegistrationEndorsement: ("created_at", "expires_at", "message_expired"),
     DeviceAuth: ("created_at", "expires_at", "message_expired"),
     Enrolment: ("created_at", "expires_at", "message_expired"),
 }

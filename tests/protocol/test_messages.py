@@ -65,6 +65,7 @@ from semops.protocol.messages import (
     Receipt,
     RefundResult,
     RefundTransfer,
+    RegistrationEndorsement,
     RoutedPrepare,
     TransferDetails,
     TransferFulfil,
@@ -124,6 +125,8 @@ CERTIFICATE = "pem_certificate"
 ACTIVATION = "activation_code"
 PATH = "request_path"
 JWK = "public_jwk"
+SIGNED_TOKEN = "signed_token"
+SERIALS = "certificate_serials"
 
 INT_KINDS: Final = {AMOUNT, TIME, INT}
 STRING_KINDS: Final = {
@@ -272,6 +275,7 @@ WIRE_FIELDS: Final[dict[type[Message], dict[str, str]]] = {
         "issued_at": TIME,
         "expires_at": TIME,
         "entries": ENTRIES,
+        "revoked_serials": SERIALS,
     },
     ParticipantRegistration: {
         "participant_id": PARTY,
@@ -280,6 +284,13 @@ WIRE_FIELDS: Final[dict[type[Message], dict[str, str]]] = {
         "endpoint": URL,
         "sign_certificate": CERTIFICATE,
         "enc_certificate": CERTIFICATE,
+        "created_at": TIME,
+        "expires_at": TIME,
+        "endorsement": SIGNED_TOKEN,
+    },
+    RegistrationEndorsement: {
+        "participant_id": PARTY,
+        "registration_digest": DIGEST_KIND,
         "created_at": TIME,
         "expires_at": TIME,
     },
@@ -311,6 +322,8 @@ OPTIONAL_FIELDS: Final[dict[type[Message], set[str]]] = {
     RefundTransfer: {"reason"},
     RefundResult: {"reason_code"},
     DeviceAuth: {"body_digest"},  # a call without a body has no body digest
+    Directory: {"revoked_serials"},  # left out when nothing is revoked
+    ParticipantRegistration: {"endorsement"},  # only a key rotation carries one
 }
 
 # Optional keys whose absence leaves the sample valid (the others are tied to a rule).
@@ -321,6 +334,8 @@ DROPPABLE_OPTIONAL: Final = [
     (Receipt, "reference"),
     (RefundTransfer, "reason"),
     (DeviceAuth, "body_digest"),
+    (Directory, "revoked_serials"),
+    (ParticipantRegistration, "endorsement"),
 ]
 
 TYPE_KEY: Final[dict[type[Message], str]] = dict.fromkeys(ALL_MESSAGES, "type") | {
@@ -342,6 +357,7 @@ SIGNER_FIELDS: Final[dict[type[Message], str | None]] = {
     RefundResult: "payer_processor",
     Directory: None,  # the router
     ParticipantRegistration: "participant_id",  # the key of its own sign_certificate
+    RegistrationEndorsement: "participant_id",  # its currently registered key
     DeviceAuth: None,  # the wallet's enrolled device
     Enrolment: None,  # the new device key itself (proof of possession)
 }
@@ -517,6 +533,7 @@ def test_digest_is_stable_and_follows_the_content(cls: type[Message]) -> None:
 CONTENT_CHANGES: Final[dict[type[Message], dict[str, Any]]] = {
     Directory: {"serial": 8},
     ParticipantRegistration: {"display_name": "Bank A (renamed)"},
+    RegistrationEndorsement: {"registration_digest": "B" * 43},
     DeviceAuth: {"path": "/v1/orders/or_2"},
     Enrolment: {"device_name": "Alice's tablet"},
 }
@@ -1040,6 +1057,7 @@ WINDOW_TABLE: Final[dict[type[Message], tuple[str, str, int, int]]] = {
     RefundTransfer: ("created_at", "expires_at", 1, MESSAGE_TTL_MAX_S),
     Directory: ("issued_at", "expires_at", 1, 30 * MESSAGE_TTL_MAX_S),
     ParticipantRegistration: ("created_at", "expires_at", 1, AUTH_TTL_MAX_S),
+    RegistrationEndorsement: ("created_at", "expires_at", 1, AUTH_TTL_MAX_S),
     DeviceAuth: ("created_at", "expires_at", 1, AUTH_TTL_MAX_S),
     Enrolment: ("created_at", "expires_at", 1, ORDER_TTL_S),
 }

@@ -208,9 +208,12 @@ def test_the_directory_is_signed_by_the_router_and_lists_registered_processors(
 
 
 def test_a_registration_in_another_participants_name_is_refused(router: RouterUnderTest) -> None:
-    status, body = router.call(
-        "bank-a", "POST", "/v1/participants", _registration(router, "bank-a", claim="mno-b")
-    )
+    token = _registration(router, "bank-a", claim="mno-b")
+    # Over bank-a's own TLS connection it cannot even speak for mno-b ...
+    status, body = router.call("bank-a", "POST", "/v1/participants", token)
+    assert status == 403 and json.loads(body)["code"] == "tls_peer_mismatch"
+    # ... and over mno-b's, bank-a's certificate does not name mno-b.
+    status, body = router.call("mno-b", "POST", "/v1/participants", token)
     assert status == 401 and json.loads(body)["code"] == "certificate_invalid"
 
 

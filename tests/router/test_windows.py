@@ -108,7 +108,7 @@ class Scheme:
         await upgrade(self.database, "router")
         await self.router.start()
         for party in ("bank-a", "mno-b"):
-            await self.router.register(self._registration(party))
+            await self.router.register(self._registration(party), tls_party=party)
 
     def _registration(self, party: str) -> str:
         folder, now = self.data_dir / party, int(time.time())
@@ -149,7 +149,7 @@ class Scheme:
             expires_at=now + 30,
             sealed=sealed,
         )
-        outcome = await self.router.prepare(sign(prepare, self.keys[payer]))
+        outcome = await self.router.prepare(sign(prepare, self.keys[payer]), tls_party=payer)
         state = open_signed(outcome.token, TransferStatus, self.router.ring, now + 1).message.state
         return transfer_id, state
 
@@ -287,7 +287,7 @@ async def test_operator_actions_and_transfers_are_audited_and_the_log_verifies(
     await scheme.settlement.close_window()
     await scheme.router.start()  # a restart: re-registering unchanged keys is not news
     for party in ("bank-a", "mno-b"):
-        await scheme.router.register(scheme._registration(party))
+        await scheme.router.register(scheme._registration(party), tls_party=party)
     async with scheme.database.read() as connection:
         result = await connection.execute(store.audit_log.select().order_by(store.audit_log.c.seq))
         rows = [dict(row) for row in result.mappings()]

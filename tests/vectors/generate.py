@@ -13,7 +13,8 @@ against the file. Regenerate after adding a message type or a vector, and review
 The test certificates of the registration vectors carry a random ECDSA signature too, and
 their PEM text is part of the signed claims, so they are made once as well and kept in
 `certificates.json`: made when that file is missing or with `--new-certificates`, read back
-on every other run.
+on every other run; a certificate added to CERTIFIED_KEYS is made and added on its own, so
+the ones already stored (and the vectors over them) stay as they are.
 
 Everything here is TEST material: every key is derived from a 48-byte seed that is the
 SHA-384 of a public label, so its private half is public knowledge. Never use them.
@@ -51,6 +52,7 @@ from semops.crypto import (
     payer_reference,
     pin_verification_value,
     public_jwk,
+    read_unverified_claims,
     sign_message,
 )
 from semops.crypto.jose import P256_ORDER, low_s
@@ -58,6 +60,7 @@ from semops.crypto.pki import (
     certificate_pem,
     issue_encryption_certificate,
     issue_party_certificate,
+    load_certificate_pem,
     make_root_ca,
 )
 from semops.protocol import (
@@ -75,14 +78,17 @@ from semops.protocol import (
     Receipt,
     RefundResult,
     RefundTransfer,
+    RegistrationEndorsement,
     RoutedPrepare,
     TransferDetails,
     TransferFulfil,
     TransferPrepare,
     TransferReject,
     TransferStatus,
+    parse_claims,
     seal,
     sign,
+    sign_registration,
 )
 
 FORMAT: Final = 1
@@ -110,6 +116,8 @@ KEY_SPECS: Final[dict[str, tuple[str, KeyUse, int, int, KeyStatus, bool]]] = {
     "bank-a-sig-revoked": ("bank-a", _SIG, _FROM, _UNTIL, KeyStatus.REVOKED, True),
     # Retired yesterday: every verification at NOW is after its not_after.
     "bank-a-sig-retired": ("bank-a", _SIG, NOW - 400 * DAY_S, NOW - DAY_S, _ACTIVE, True),
+    # bank-a's next signing key (a rotation): not published yet, certified by the root.
+    "bank-a-sig-next": ("bank-a", _SIG, _FROM, _UNTIL, _ACTIVE, False),
     "bank-b-sig": ("bank-b", _SIG, _FROM, _UNTIL, _ACTIVE, True),
     "bank-b-enc": ("bank-b", _ENC, _FROM, _UNTIL, _ACTIVE, True),
     # A wallet's device key: in the payer processor's device registry, not the directory.
@@ -128,6 +136,7 @@ CERTIFIED_KEYS: Final[dict[str, tuple[int, str, str]]] = {
     "bank-a-sig": (2, "bank-a", "sign"),
     "bank-a-enc": (3, "bank-a", "encrypt"),
     "bank-b-sig": (4, "bank-b", "sign"),
+    "bank-a-sig-next": (5, "bank-a", "sign"),
 }
 
 
@@ -158,13 +167,18 @@ def private_jwk(key: PrivateKey) -> dict[str, str]:
 # --- The test PKI: made once, then read back (certificates carry a random signature) ------
 
 
-def make_certificates() -> dict[str, str]:
-    """A root and the certificates of CERTIFIED_KEYS, as PEM text, issued at a fixed time."""
+def make_certificates(kept: dict[str, str] | None = None) -> dict[str, str]:
+    """A root and the certificates of CERTIFIED_KEYS, as PEM text, issued at a fixed time;
+    those in `kept` (root included) are kept as they are."""
     at = datetime.fromtimestamp(CERTIFICATES_ISSUED_AT, UTC)
     root_key = derive_private_key(seed_of(ROOT_LABEL))
-    root = make_root_ca(root_key, ROOT_NAME, at, 1)
-    pems = {"root": certificate_pem(root).decode("ascii")}
+    pems = dict(kept or {})
+    if "root" not in pems:
+        pems = {"root": certificate_pem(make_root_ca(root_key, ROOT_NAME, at, 1)).decode("ascii")}
+    root = load_certificate_pem(pems["root"].encode("ascii"))
     for label, (serial, party, usage) in CERTIFIED_KEYS.items():
+        if label in pems:
+            continue
         public = key_of(label).key.public_key()
         issue = issue_party_certificate if usage == "sign" else issue_encryption_certificate
         cert = issue(root_key, root, public, party, "processor", at, serial)
@@ -177,16 +191,20 @@ def load_certificates() -> dict[str, str]:
         raise SystemExit(f"{CERTIFICATES} is missing: run this script to make it")
     pems: dict[str, str] = json.loads(CERTIFICATES.read_text(encoding="utf-8"))["certificates"]
     if set(pems) != {"root", *CERTIFIED_KEYS}:
-        raise SystemExit(f"{CERTIFICATES} is stale: run this script with --new-certificates")
+        raise SystemExit(f"{CERTIFICATES} is stale: run this script to complete it")
     return pems
 
 
-def write_certificates() -> None:
+def write_certificates(*, renew: bool) -> None:
+    kept = None
+    if CERTIFICATES.exists() and not renew:
+        kept = json.loads(CERTIFICATES.read_text(encoding="utf-8"))["certificates"]
+        kept = {label: pem for label, pem in kept.items() if label in {"root", *CERTIFIED_KEYS}}
     data = {
         "warning": "TEST CERTIFICATES ONLY: every private key is derivable from a public label",
         "root_seed_is_sha384_of": SEED_PREFIX + ROOT_LABEL,
         "issued_at": CERTIFICATES_ISSUED_AT,
-        "certificates": make_certificates(),
+        "certificates": make_certificates(kept),
     }
     CERTIFICATES.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -423,6 +441,21 @@ def build_messages() -> dict[str, Any]:
         created_at=NOW - 10,
         expires_at=NOW + 110,
     )
+    endorsement = RegistrationEndorsement(
+        participant_id="bank-a",
+        registration_digest=registration.registration_digest(),
+        created_at=registration.created_at,
+        expires_at=registration.expires_at,
+    )
+    # A key rotation: the next key's certificate, signed by the next key, endorsed by the
+    # key registered now (the router's rule for a change, DESIGN.md §6).
+    rotation_unsigned = registration.model_copy(
+        update={"sign_certificate": certificates["bank-a-sig-next"], "created_at": NOW - 5}
+    )
+    rotation_token = sign_registration(
+        rotation_unsigned, key_of("bank-a-sig-next"), current_key=key_of("bank-a-sig")
+    )
+    rotation = parse_claims(read_unverified_claims(rotation_token), ParticipantRegistration)
     enrolment_fields: dict[str, Any] = {
         "activation_code": "TEST-4Q7K-9XWM",
         "device_jwk": PublicJwk.model_validate(public_jwk(key_of("wallet-alice-device").key)),
@@ -447,6 +480,9 @@ def build_messages() -> dict[str, Any]:
     )
     return {
         "registration": registration,
+        "endorsement": endorsement,
+        "rotation": rotation,
+        "rotation_token": rotation_token,
         "certificates": certificates,
         "enrolment": enrolment,
         "device_auth": device_auth,
@@ -505,6 +541,7 @@ SIGNERS: Final[dict[str, str]] = {
     "refund_result": "bank-a-sig",
     "directory": "router-sig",
     "registration": "bank-a-sig",
+    "endorsement": "bank-a-sig",
     "device_auth": "wallet-alice-device",
     "enrolment": "wallet-alice-device",
 }
@@ -545,6 +582,22 @@ def valid_vectors(m: dict[str, Any], tokens: dict[str, str]) -> list[dict[str, A
             "token": m["prepare"].sealed,
             "claims": m["details"].to_claims(),
             "recipient_kid": key_of("bank-b-enc").kid,
+        }
+    )
+    rotation: ParticipantRegistration = m["rotation"]
+    vectors.append(
+        {
+            "name": "valid_ParticipantRegistration_rotation",
+            "operation": "open_rotation",
+            "message_type": "ParticipantRegistration",
+            "token": tokens["rotation"],
+            "claims": rotation.to_claims(),
+            "signer_kid": key_of("bank-a-sig-next").kid,
+            "endorsed_by_kid": key_of("bank-a-sig").kid,
+            "root_certificate": m["certificates"]["root"],
+            "verify_at": NOW,
+            "why": "bank-a's next key signs the registration carrying its certificate (proof "
+            "of possession); the registered key endorses the digest of every other claim",
         }
     )
     receipt = next(v for v in vectors if v["message_type"] == "Receipt")
@@ -1240,9 +1293,12 @@ def deterministic(m: dict[str, Any]) -> dict[str, Any]:
                 "receipt",
                 "directory",
                 "registration",
+                "endorsement",
                 "device_auth",
             )
         },
+        # What a rotation's endorsement is bound to: every registration claim but itself.
+        "rotation_registration_digest": m["rotation"].registration_digest(),
         # What an enrolment's PIN block is bound to: every claim but the PIN block itself.
         "enrolment_digest": m["enrolment"].enrolment_digest(),
         "device_auth_body_digest": sha256_b64url(DEVICE_AUTH_BODY),
@@ -1253,6 +1309,7 @@ def build() -> dict[str, Any]:
     m = build_messages()
     tokens = {name: sign(m[name], key_of(label)) for name, label in SIGNERS.items()}
     tokens["request"] = m["request_token"]  # the one embedded in the order
+    tokens["rotation"] = m["rotation_token"]
     return {
         "format": FORMAT,
         "warning": "TEST KEYS AND DATA ONLY: every private key is derivable from a public label",
@@ -1266,8 +1323,14 @@ def build() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if "--new-certificates" in argv or not CERTIFICATES.exists():
-        write_certificates()
+    renew = "--new-certificates" in argv
+    stored = (
+        json.loads(CERTIFICATES.read_text(encoding="utf-8"))["certificates"]
+        if CERTIFICATES.exists()
+        else {}
+    )
+    if renew or set(stored) != {"root", *CERTIFIED_KEYS}:
+        write_certificates(renew=renew)
         print(f"wrote {CERTIFICATES}: new test certificates (review the registration vectors)")
     data = build()
     OUTPUT.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

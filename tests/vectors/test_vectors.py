@@ -54,9 +54,11 @@ from semops.protocol import (
     PaymentOrder,
     PaymentRequest,
     TransferDetails,
+    endorsement_signer,
     open_signed,
     order_digest_of,
     parse_claims,
+    registration_digest_of,
     unseal,
 )
 
@@ -125,6 +127,8 @@ def _open(vector: dict[str, Any]) -> Any:
         )
     if operation == "open_registration":
         return open_registration(vector["token"], vector["root_certificate"], vector["verify_at"])
+    if operation == "open_rotation":
+        return open_rotation(vector)
     raise AssertionError(f"unknown operation {operation}")
 
 
@@ -160,10 +164,20 @@ def open_registration(token: str, root_pem: str, now: int) -> Any:
     return open_signed(token, ParticipantRegistration, ring, now)
 
 
+def open_rotation(vector: dict[str, Any]) -> Any:
+    """A rotation, as the router checks it: the registration opens with the key of the
+    (new) certificate it carries, and its endorsement verifies under the key registered
+    now (here: bank-a's key of the vector ring), bound to this very registration."""
+    opened = open_registration(vector["token"], vector["root_certificate"], vector["verify_at"])
+    current = next(record for record in RING if record.kid == vector["endorsed_by_kid"])
+    assert endorsement_signer(opened.message, current, vector["verify_at"]) == current.kid
+    return opened
+
+
 @pytest.mark.parametrize("vector", VALID, ids=[vector["name"] for vector in VALID])
 def test_valid_vector_opens_to_its_claims(vector: dict[str, Any]) -> None:
     opened = _open(vector)
-    if vector["operation"] == "open_signed":
+    if vector["operation"] in ("open_signed", "open_rotation"):
         assert opened.message.to_claims() == vector["claims"]
         assert opened.signer.kid == vector["signer_kid"]
         assert opened.token == vector["token"]
@@ -279,6 +293,20 @@ def test_device_auth_vector_binds_the_body_of_its_call() -> None:
     ).message
     body_digest = sha256_b64url(vector["body"].encode("utf-8"))
     assert auth.body_digest == body_digest == DATA["deterministic"]["device_auth_body_digest"]
+
+
+def test_rotation_vector_is_endorsed_over_the_digest_of_its_other_claims() -> None:
+    vector = next(v for v in VALID if v["operation"] == "open_rotation")
+    digest = registration_digest_of(vector["claims"])
+    assert digest == DATA["deterministic"]["rotation_registration_digest"]
+    # Without its endorsement, the same registration is vouched for by nobody else: a
+    # change of the signing key the router then holds for its operator.
+    registration = parse_claims(vector["claims"], ParticipantRegistration)
+    current = next(record for record in RING if record.kid == vector["endorsed_by_kid"])
+    bare = registration.model_copy(update={"endorsement": None})
+    assert endorsement_signer(bare, current, vector["verify_at"]) is None
+    moved = registration.model_copy(update={"endpoint": "https://elsewhere.test/"})
+    assert endorsement_signer(moved, current, vector["verify_at"]) is None
 
 
 def test_every_signed_message_type_has_a_valid_vector() -> None:

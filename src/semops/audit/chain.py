@@ -63,6 +63,9 @@ _TEXT_FIELDS: Final = frozenset(
         "transfer_id", "refund_id", "order_id", "original_transfer_id", "transfer_kind",
         "participant_id", "payer_processor", "payee_processor", "merchant_id", "account_id",
         "kid", "currency", "state", "status", "reason_code", "report_digest",
+        # A participant's keys and certificates changing (router/participants.py):
+        # `changes` names the changed entry fields joined by "+".
+        "enc_kid", "previous_kid", "registration_id", "changes", "serial",
     }
 )  # fmt: skip
 _INT_FIELDS: Final = frozenset(
@@ -71,7 +74,7 @@ _INT_FIELDS: Final = frozenset(
         "covers_seq", "devices_revoked",
     }
 )  # fmt: skip
-_BOOL_FIELDS: Final = frozenset({"automatic", "first"})
+_BOOL_FIELDS: Final = frozenset({"automatic", "first", "endorsed", "current_key_revoked"})
 # Only a checkpoint carries these two.
 _CHECKPOINT_FIELDS: Final = frozenset({"covers_seq", "covers_hash", "signature"})
 ALLOWED_DATA_FIELDS: Final = _TEXT_FIELDS | _INT_FIELDS | _BOOL_FIELDS | _CHECKPOINT_FIELDS

@@ -3,7 +3,12 @@
 The operator commands talk to the router's loopback operator port with the token in
 `--data-dir`. The port is `--operator-port`, else the one `semops up` wrote to
 DATA/network.json next to the router's folder, else 8401. Every action is audited by the
-router (suspend, resume, cap, checkpoint).
+router (suspend, resume, cap, checkpoint, approve, reject, revoke).
+
+A participant's change that its current key did not sign (a new key, endpoint or name) is
+held by the router: `registrations` lists what waits, `approve ID` / `reject ID` decide.
+`revoke PARTICIPANT --kid K` revokes a key, `revoke-certificate --serial N` a certificate
+(hex, as `semops pki show` prints it); both are published in the signed directory.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import typer
@@ -140,6 +146,126 @@ def cap(
             )
         )
     out.print(f"{participant} cap set")
+
+
+@router_app.command("registrations")
+def registrations(
+    data_dir: DataDir,
+    state: Annotated[
+        str, typer.Option("--state", help="pending, approved, rejected or all.")
+    ] = "pending",
+    operator_port: OperatorPort = None,
+) -> None:
+    """Registrations held for the operator (changes not signed by the current key)."""
+    if state not in ("pending", "approved", "rejected", "all"):
+        fail("--state is pending, approved, rejected or all", code=2)
+    with readable_errors():
+        result = run_async(
+            operator_call(data_dir, operator_port, "GET", f"/v1/admin/registrations?state={state}")
+        )
+    held = result.get("registrations", []) if isinstance(result, dict) else []
+    if not held:
+        out.print(f"no {state} registrations" if state != "all" else "no held registrations")
+        return
+    for row in held:
+        changes = ", ".join(row.get("changes") or []) or "-"
+        out.print(
+            f"{row['registration_id']}  {row['participant_id']}  {row['state']}  "
+            f"changes: {changes}",
+            markup=False,
+        )
+        out.print(f"    signing key {row['sign_kid']}  endpoint {row['endpoint']}", markup=False)
+
+
+def _decide(data_dir: Path, operator_port: int | None, registration_id: str, verb: str) -> Any:
+    with readable_errors():
+        return run_async(
+            operator_call(
+                data_dir,
+                operator_port,
+                "POST",
+                f"/v1/admin/registrations/{registration_id}/{verb}",
+            )
+        )
+
+
+RegistrationId = Annotated[
+    str, typer.Argument(metavar="REGISTRATION_ID", help="The id `registrations` lists (rg_...).")
+]
+
+
+@router_app.command("approve")
+def approve(
+    registration_id: RegistrationId, data_dir: DataDir, operator_port: OperatorPort = None
+) -> None:
+    """Approve a held registration: the directory shows it at once (audited)."""
+    result = _decide(data_dir, operator_port, registration_id, "approve")
+    out.print(
+        f"{registration_id} approved: {result.get('participant_id')} "
+        f"now uses {result.get('sign_kid')}",
+        markup=False,
+    )
+
+
+@router_app.command("reject")
+def reject(
+    registration_id: RegistrationId, data_dir: DataDir, operator_port: OperatorPort = None
+) -> None:
+    """Reject a held registration: the directory stays as it is (audited)."""
+    result = _decide(data_dir, operator_port, registration_id, "reject")
+    out.print(f"{registration_id} rejected ({result.get('participant_id')})", markup=False)
+
+
+@router_app.command("revoke")
+def revoke(
+    participant: str,
+    data_dir: DataDir,
+    kid: Annotated[str, typer.Option("--kid", help="The key id to revoke (PARTICIPANT:...).")],
+    operator_port: OperatorPort = None,
+) -> None:
+    """Revoke one of a participant's keys: refused everywhere from the next directory on."""
+    with readable_errors():
+        result = run_async(
+            operator_call(
+                data_dir,
+                operator_port,
+                "POST",
+                f"/v1/admin/participants/{participant}/keys/{quote(kid, safe=':')}/revoke",
+            )
+        )
+    already = "" if result.get("newly_revoked") else " (it was revoked already)"
+    out.print(f"{kid} of {participant} revoked{already}", markup=False)
+
+
+@router_app.command("revoke-certificate")
+def revoke_certificate(
+    data_dir: DataDir,
+    serial: Annotated[
+        str, typer.Option("--serial", help="The certificate's serial in hex (`semops pki show`).")
+    ],
+    operator_port: OperatorPort = None,
+) -> None:
+    """Revoke a certificate by serial: refused at TLS and at registration (audited)."""
+    with readable_errors():
+        result = run_async(
+            operator_call(
+                data_dir,
+                operator_port,
+                "POST",
+                f"/v1/admin/certificates/{quote(serial, safe='')}/revoke",
+            )
+        )
+    owner = result.get("participant_id") or "a certificate the router never saw"
+    already = "" if result.get("newly_revoked") else " (it was revoked already)"
+    out.print(f"certificate {result.get('serial')} ({owner}) revoked{already}", markup=False)
+
+
+@router_app.command("revocations")
+def revocations(data_dir: DataDir, operator_port: OperatorPort = None) -> None:
+    """Revoked keys and certificates, newest first."""
+    with readable_errors():
+        result = run_async(operator_call(data_dir, operator_port, "GET", "/v1/admin/revocations"))
+    out.print_json(data=result)
 
 
 @router_app.command("checkpoint")

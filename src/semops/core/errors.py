@@ -161,6 +161,20 @@ class E:
     CERTIFICATE_INVALID = _register(
         4010, "certificate_invalid", 401, "The certificate does not chain to the scheme root"
     )
+    TLS_PEER_MISMATCH = _register(
+        4011, "tls_peer_mismatch", 403, "The TLS client is not the party the message names"
+    )
+    TLS_PEER_NOT_ALLOWED = _register(
+        4012, "tls_peer_not_allowed", 403, "This certificate may not connect to this port"
+    )
+    CERTIFICATE_REVOKED = _register(4013, "certificate_revoked", 401, "The certificate is revoked")
+    REGISTRATIONS_PENDING_FULL = _register(
+        4014, "registrations_pending_full", 429, "Too many registrations await the operator"
+    )
+    REGISTRATION_DECIDED = _register(
+        4015, "registration_decided", 409, "The registration was already approved or rejected"
+    )
+    REVOCATIONS_FULL = _register(4016, "revocations_full", 409, "The revocation list is full")
     DIRECTORY_INVALID = _register(4020, "directory_invalid", 502, "The directory is not valid")
 
     # 5xxx internal and dependencies

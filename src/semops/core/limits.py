@@ -57,6 +57,22 @@ MESSAGE_MAX_BYTES: Final = 16 * 1024
 DIRECTORY_MAX_BYTES: Final = 1024 * 1024
 DIRECTORY_ENTRIES_MAX: Final = 1000
 KEYS_PER_PARTY_MAX: Final = 8
+# Revoked certificate serials listed in the signed directory: each stays listed until the
+# certificate it names has expired (at most PARTY_CERT_VALIDITY_DAYS). A scheme of a thousand
+# participants revoking one certificate each in a year fits; 40 hex digits each, the list
+# stays under 50 KiB. A revocation beyond it is refused, never silently left out.
+REVOKED_SERIALS_MAX: Final = 1000
+# Changes to a participant that wait for the scheme operator (registrations not signed by
+# the participant's current key). A few per participant cover a rotation and a retry;
+# more is someone filling the queue. The list the operator reads is bounded too.
+PENDING_REGISTRATIONS_PER_PARTY_MAX: Final = 4
+PENDING_REGISTRATIONS_MAX: Final = 200
+# TLS client certificates whose chain check is remembered by a scheme port (one per
+# participant and rotation): re-checking a known certificate costs a dictionary look-up.
+TLS_PEER_CACHE_MAX: Final = 2048
+# How often the router re-reads participants and revocations, so that every worker of a
+# router publishes (and enforces) a change another worker made within a few seconds.
+DIRECTORY_RELOAD_INTERVAL_S: Final = 5
 # A sealed body (JWE) carries a few ids: 4 KiB is generous.
 SEALED_MAX_BYTES: Final = 4 * 1024
 # A basket is summarised by its digest in messages; this bounds the basket a merchant may

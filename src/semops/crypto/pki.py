@@ -6,8 +6,12 @@ gets two certificates for two separate P-256 keys:
 
 * a *signing* certificate (digitalSignature; EKU serverAuth + clientAuth): the key that
   authenticates both ends of the processor-to-router mutual TLS and signs messages (JWS);
-* an *encryption* certificate (keyAgreement only, no EKU): the key others seal to (JWE,
-  ECDH-ES). Keeping it apart means a signing oracle can never become a decryption oracle.
+* an *encryption* certificate (keyAgreement only; EKU the private `id-semops-jwe-encryption`
+  alone): the key others seal to (JWE, ECDH-ES). Keeping it apart means a signing oracle can
+  never become a decryption oracle. Its EKU names neither serverAuth nor clientAuth, so
+  OpenSSL itself refuses it as a TLS certificate at the handshake; certificates issued
+  before that EKU existed carry none and are still accepted for sealing, and
+  `check_scheme_peer` refuses them (like every encryption certificate) as a TLS client.
 
 Identity lives in one place, a SAN URI: `urn:semops:<role>:<party_id>` for the signing
 certificate and `urn:semops:<role>:<party_id>:enc` for the encryption one. The subject
@@ -17,6 +21,10 @@ certificate and `urn:semops:<role>:<party_id>:enc` for the encryption one. The s
 root's ECDSA-SHA-256 signature, both validity windows at the given time, CA flags, P-256,
 usage, and the identity. Every failure is the same opaque `E.CERTIFICATE_INVALID`; the
 detail names the check for logs and operators but never carries key material.
+`check_scheme_peer` adds what a scheme port asks of a TLS client on top: a *signing*
+certificate with EKU clientAuth, of the one role that may connect there, whose serial the
+router has not revoked. `certificate_key_record` is the one recipe from a certificate to the
+key record a directory publishes.
 
 This module is pure: time, keys and serial numbers are arguments; the shell
 (`semops.cli.pki`) reads the clock, makes keys and serials, and touches files.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, TypeAlias, get_args
@@ -51,6 +60,7 @@ from semops.core.limits import (
     PARTY_ID_MIN_CHARS,
     ROOT_CERT_VALIDITY_DAYS,
 )
+from semops.crypto.keys import KeyUse, PublicKeyRecord, make_kid, public_jwk
 
 Role: TypeAlias = Literal["router", "processor"]
 Usage: TypeAlias = Literal["sign", "encrypt"]
@@ -114,6 +124,16 @@ _ENCRYPT_KEY_USAGE: Final = x509.KeyUsage(
 _SIGN_EKU: Final = x509.ExtendedKeyUsage(
     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 )
+# id-semops-jwe-encryption: an OID under the UUID arc 2.25 (ITU-T X.667, no registration
+# needed), made from a random UUID for this one purpose. An EKU that lists only it keeps
+# the encryption certificate out of every TLS handshake (OpenSSL's purpose check refuses a
+# certificate whose EKU lacks serverAuth/clientAuth).
+SEMOPS_ENCRYPTION_EKU_OID: Final = x509.ObjectIdentifier(
+    "2.25.244736590999815640063489235266512876665"
+)
+_ENCRYPT_EKU: Final = x509.ExtendedKeyUsage([SEMOPS_ENCRYPTION_EKU_OID])
+# The largest serial RFC 5280 §4.1.2.2 allows: 20 octets, positive.
+SERIAL_MAX: Final = 2**159 - 1
 # Extensions a participant certificate may carry; any other one marked critical is refused
 # (RFC 5280 §4.2: a verifier must reject a critical extension it does not understand).
 _KNOWN_EXTENSIONS: Final = frozenset(
@@ -136,6 +156,7 @@ class PartyIdentity:
     role: Role
     usage: Usage
     not_after: datetime
+    serial: int
 
 
 # --- Names and keys -----------------------------------------------------------------------
@@ -329,8 +350,7 @@ def _issue(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False
         )
     )
-    if usage == "sign":
-        builder = builder.add_extension(_SIGN_EKU, critical=False)
+    builder = builder.add_extension(_SIGN_EKU if usage == "sign" else _ENCRYPT_EKU, critical=False)
     return builder.sign(ca_key, _SIGNATURE_HASH)
 
 
@@ -390,7 +410,7 @@ def _validate(leaf: x509.Certificate, root: x509.Certificate, at: datetime) -> P
     role, party_id, usage = _identity_from_san(leaf)
     _check_usage(leaf, usage)
     _check_subject(leaf, role, party_id)
-    return PartyIdentity(party_id, role, usage, leaf.not_valid_after_utc)
+    return PartyIdentity(party_id, role, usage, leaf.not_valid_after_utc, leaf.serial_number)
 
 
 def _check_root(root: x509.Certificate, at: datetime) -> None:
@@ -432,7 +452,9 @@ def _check_usage(leaf: x509.Certificate, usage: Usage) -> None:
     if usage == "sign":
         if key_usage != _SIGN_KEY_USAGE or eku is None or set(eku) != set(_SIGN_EKU):
             raise _invalid("the key usage does not match a signing certificate")
-    elif key_usage != _ENCRYPT_KEY_USAGE or eku is not None:
+    # No EKU: an encryption certificate issued before the EKU was added (still valid for
+    # sealing; never for TLS, see check_scheme_peer).
+    elif key_usage != _ENCRYPT_KEY_USAGE or (eku is not None and set(eku) != set(_ENCRYPT_EKU)):
         raise _invalid("the key usage does not match an encryption certificate")
 
 
@@ -490,6 +512,70 @@ def party_id_from_certificate(cert: x509.Certificate) -> tuple[Role, str]:
     return role, party_id
 
 
+# --- Scheme ports and directories ---------------------------------------------------------
+
+
+def check_scheme_peer(
+    leaf: x509.Certificate,
+    root: x509.Certificate,
+    now: datetime,
+    *,
+    role: Role,
+    revoked_serials: AbstractSet[int] = frozenset(),
+) -> PartyIdentity:
+    """Who the TLS client of a scheme port is, if it may connect there at all.
+
+    OpenSSL has already checked the chain during the handshake; this is the scheme's own
+    rule on top, the same at the router and at every processor: a certificate the root
+    issued and that is valid now (checked again here: the handshake's check is OpenSSL's
+    idea of validity, not ours), a *signing* certificate whose EKU allows clientAuth (never
+    an encryption certificate, whatever OpenSSL made of it), of `role` (processors connect
+    to the router; only the router connects to a processor), and not revoked by serial.
+    """
+    identity = validate_chain(leaf, root, now, expected_usage="sign")
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        raise SemopsError(E.TLS_PEER_NOT_ALLOWED, "the certificate is not for TLS clients")
+    if identity.role != role:
+        raise SemopsError(E.TLS_PEER_NOT_ALLOWED, f"only a {role} may connect to this port")
+    if identity.serial in revoked_serials:
+        raise SemopsError(E.CERTIFICATE_REVOKED)
+    return identity
+
+
+def certificate_key_record(
+    owner: str, certificate: x509.Certificate, use: KeyUse
+) -> PublicKeyRecord:
+    """The key record a directory publishes for a certificate (kid = owner:thumbprint)."""
+    jwk = public_jwk(certificate.public_key())  # type: ignore[arg-type]
+    return PublicKeyRecord(
+        kid=make_kid(owner, jwk),
+        owner=owner,
+        use=use,
+        jwk=jwk,
+        not_before=int(certificate.not_valid_before_utc.timestamp()),
+        not_after=int(certificate.not_valid_after_utc.timestamp()),
+    )
+
+
+def serial_text(serial: int) -> str:
+    """A certificate serial as the directory and the CLI write it: lower-case hex."""
+    if not 0 < serial <= SERIAL_MAX:
+        raise ValueError("a certificate serial is a positive number of at most 20 octets")
+    return f"{serial:x}"
+
+
+def parse_serial(text: str) -> int:
+    """A serial written in hex (as `semops pki show` prints it), optionally with ':' or
+    a 0x prefix; ValueError for anything else."""
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    if not cleaned or len(cleaned) > 40 or any(ch not in "0123456789abcdef" for ch in cleaned):
+        raise ValueError("a serial is 1 to 40 hexadecimal digits")
+    serial = int(cleaned, 16)
+    serial_text(serial)  # the range check
+    return serial
+
+
 # --- PEM ----------------------------------------------------------------------------------
 
 
@@ -526,20 +612,26 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
 __all__ = [
     "PARTY_ID_PATTERN",
     "ROLES",
+    "SEMOPS_ENCRYPTION_EKU_OID",
+    "SERIAL_MAX",
     "USAGES",
     "PartyIdentity",
     "Role",
     "Usage",
     "certificate_fingerprint",
+    "certificate_key_record",
     "certificate_pem",
     "check_party_id",
+    "check_scheme_peer",
     "issue_encryption_certificate",
     "issue_party_certificate",
     "load_certificate_pem",
     "load_private_key_pem",
     "make_root_ca",
     "network_names",
+    "parse_serial",
     "party_id_from_certificate",
     "private_key_pem",
+    "serial_text",
     "validate_chain",
 ]

@@ -9,7 +9,23 @@ every other message is verified with (processors' signing keys, the keys to seal
 The directory is re-read periodically, and on demand when a message names a kid or a
 processor the current one does not know (at most every DIRECTORY_REFRESH_MIN_INTERVAL_S,
 so bogus kids cannot make us hammer the router). A processor joins by sending a signed
-ParticipantRegistration; the answer is the new directory, checked like any other.
+ParticipantRegistration; the answer is the new directory, checked like any other. A key
+the directory lists as revoked is refused, our own included.
+
+Keys rotate without the scheme operator: put the new certificates and keys in place, keep
+the key the router knows as `ID.previous.key`, restart. The registration is then signed by
+the new key and endorsed by the previous one (`protocol.sign_registration`), which is what
+the router asks of a change (DESIGN.md §6). Without that endorsement the router holds the
+change for its operator and the directory keeps showing the old entry.
+
+Every directory installed (refreshed, or the answer to a registration) is compared with
+what we registered: our signing and encryption kids, endpoint, kind, display name and
+status. A difference is an alarm -- someone else's key may now speak or be sealed to in
+our name (issue 11, H1) -- raised as an error log line, the gauge
+`semops_processor_directory_entry_mismatch` and a banner in the back office. We do not
+re-register to "fix" it: a change the operator approved or our own key signed cannot be
+undone by us (our registration would only be held for the operator, which our restart does
+anyway), and the remedy is the operator's (revoke, approve the right entry).
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -30,11 +47,23 @@ from semops.core.limits import (
     DIRECTORY_REFRESH_MIN_INTERVAL_S,
     ROUTER_QUERY_TIMEOUT_S,
 )
-from semops.crypto import KeyRing, KeyUse
+from semops.crypto import KeyRing, KeyUse, PrivateKey, private_key_for
 from semops.crypto.pki import certificate_pem, load_certificate_pem, validate_chain
 from semops.processor.keys import ProcessorKeys, certificate_record
+from semops.processor.metrics import Metrics
 from semops.processor.settings import ProcessorSettings
-from semops.protocol import Directory, Message, ParticipantRegistration, Signed, open_signed, sign
+from semops.protocol import (
+    Directory,
+    ExpectedEntry,
+    Message,
+    ParticipantRegistration,
+    Signed,
+    entry_differences,
+    open_signed,
+    sign_registration,
+)
+from semops.service.files import read_private_key
+from semops.service.http import error_from_problem
 
 log = structlog.get_logger("semops.processor")
 
@@ -127,21 +156,43 @@ def verify_directory_document(document: Any, keys: ProcessorKeys, now: int) -> D
     )
 
 
+def previous_key_file(data_dir: Path, processor_id: str) -> Path:
+    """Where a rotation keeps the signing key the router still knows (0600, like the key)."""
+    return data_dir / f"{processor_id}.previous.key"
+
+
+def load_previous_sign_key(data_dir: Path, processor_id: str) -> PrivateKey | None:
+    path = previous_key_file(data_dir, processor_id)
+    if not path.exists():
+        return None
+    return private_key_for(processor_id, KeyUse.SIGN, read_private_key(path))
+
+
 class DirectoryCache:
     """The newest verified directory, and the key ring built from it."""
 
     def __init__(
-        self, settings: ProcessorSettings, keys: ProcessorKeys, link: RouterLink, clock: Clock
+        self,
+        settings: ProcessorSettings,
+        keys: ProcessorKeys,
+        link: RouterLink,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.link = link
         self.clock = clock
+        self.metrics = metrics
         self.snapshot: DirectorySnapshot | None = None
         # Only on-demand refreshes are throttled: the first unknown name always triggers one.
         self._last_on_demand_monotonic = float("-inf")
         # Our own keys are always known, so on-us requests verify before the first fetch.
         self._own = KeyRing([keys.sign_record(), keys.enc_record()])
+        self._ring = self._own
+        self.previous_sign_key = load_previous_sign_key(settings.data_dir, settings.processor_id)
+        # How our own entry differs from what we registered (empty: it matches).
+        self.entry_differences: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -149,9 +200,24 @@ class DirectoryCache:
 
     @property
     def ring(self) -> KeyRing:
+        """The directory's keys, and ours where the directory does not list them yet (a key
+        the directory lists, revoked or not, is taken as the directory says)."""
+        return self._ring
+
+    def revoked_serials(self) -> frozenset[int]:
+        """Certificate serials the current directory revokes (refused at our scheme port)."""
         if self.snapshot is None:
-            return self._own
-        return self.snapshot.ring.with_records(self._own)
+            return frozenset()
+        return self.snapshot.directory.revoked_serial_numbers()
+
+    def expected_entry(self) -> ExpectedEntry:
+        return ExpectedEntry(
+            sign_kid=self.keys.sign_record().kid,
+            enc_kid=self.keys.enc_record().kid,
+            endpoint=self.settings.endpoint,
+            kind=self.settings.kind,
+            display_name=self.settings.display_name,
+        )
 
     def current(self) -> DirectorySnapshot:
         if self.snapshot is None:
@@ -163,8 +229,35 @@ class DirectoryCache:
         if previous is not None and snapshot.directory.serial < previous.directory.serial:
             return  # an older directory never replaces a newer one
         self.snapshot = snapshot
+        listed = snapshot.ring
+        self._ring = listed.with_records(record for record in self._own if record.kid not in listed)
         if previous is None or previous.directory.serial != snapshot.directory.serial:
             log.info("directory_installed", serial=snapshot.directory.serial)
+            self._check_own_entry(snapshot.directory)
+
+    def _check_own_entry(self, directory: Directory) -> None:
+        """Alarm when our entry is not what we registered (module docstring)."""
+        processor_id = self.settings.processor_id
+        try:
+            entry = directory.entry(processor_id)
+        except SemopsError:
+            entry = None  # not registered yet, or forgotten: the background work rejoins
+        differences = entry_differences(entry, self.expected_entry()) if entry else ()
+        if differences:
+            published = [key.kid for key in entry.keys] if entry is not None else []
+            for difference in differences:
+                log.error(
+                    "directory_entry_mismatch",
+                    processor=processor_id,
+                    kind=difference,
+                    kid=",".join(published),
+                    serial=directory.serial,
+                )
+        elif self.entry_differences:
+            log.warning("directory_entry_restored", processor=processor_id)
+        self.entry_differences = differences
+        if self.metrics is not None:
+            self.metrics.directory_entry_mismatch.set(len(differences))
 
     def is_listed(self) -> bool:
         """Whether the current directory lists this processor (it registered)."""
@@ -173,8 +266,10 @@ class DirectoryCache:
         ids = {entry.participant_id for entry in self.snapshot.directory.entries}
         return self.settings.processor_id in ids
 
-    def _parse(self, reply: Reply) -> DirectorySnapshot:
-        if reply.status != 200 or len(reply.body) > DIRECTORY_MAX_BYTES * 2:
+    def _parse(self, reply: Reply, *, accepted: tuple[int, ...] = (200,)) -> DirectorySnapshot:
+        if reply.status >= 400:
+            raise error_from_problem(reply.status, reply.content_type, reply.body)
+        if reply.status not in accepted or len(reply.body) > DIRECTORY_MAX_BYTES * 2:
             raise SemopsError(E.DIRECTORY_INVALID, f"the router answered {reply.status}")
         try:
             document = json.loads(reply.body)
@@ -212,15 +307,22 @@ class DirectoryCache:
             created_at=now,
             expires_at=now + AUTH_TTL_MAX_S,
         )
-        return sign(message, keys.sign_key)
+        # With a previous key (a rotation), it endorses the registration the new key signs.
+        return sign_registration(message, keys.sign_key, current_key=self.previous_sign_key)
 
     async def register(self) -> None:
-        """Join the scheme (or update our entry); installs the directory it answers."""
+        """Join the scheme (or update our entry); installs the directory it answers.
+
+        The router answers 202 when it holds the change for its operator: the directory it
+        sends still shows our old entry, and the entry check raises the alarm."""
         reply = await self.link.call(
             "POST", "/v1/participants", jose=self.registration(), timeout_s=ROUTER_QUERY_TIMEOUT_S
         )
-        self.install(self._parse(reply))
-        log.info("registered", processor=self.settings.processor_id)
+        self.install(self._parse(reply, accepted=(200, 202)))
+        if reply.status == 202:
+            log.error("registration_held", processor=self.settings.processor_id)
+        else:
+            log.info("registered", processor=self.settings.processor_id)
 
     async def open(
         self,

@@ -24,7 +24,7 @@ from semops.service.clock import SystemClock
 from semops.service.http import Peer
 from semops.service.logs import configure_logging
 from semops.service.server import make_server, serve_all
-from semops.service.tls import client_context, server_options
+from semops.service.tls import SchemePeerGate, client_context, server_options
 from semops.store.db import Database
 from semops.store.migrate import upgrade
 
@@ -59,7 +59,14 @@ async def run(settings: ProcessorSettings, clock: Clock | None = None) -> None:
             trusted_proxies=settings.trusted_proxies,
         ),
         make_server(
-            create_scheme_app(processor),
+            # Only the router may call the scheme port (service/tls.py SchemePeerGate).
+            SchemePeerGate(
+                create_scheme_app(processor),
+                root=processor.context.keys.root_certificate,
+                role="router",
+                revoked_serials=processor.directory.revoked_serials,
+                clock=processor.context.clock,
+            ),
             host=settings.scheme_host,
             port=settings.scheme_port,
             **server_options(settings.tls),

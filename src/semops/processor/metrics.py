@@ -43,6 +43,11 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.directory_entry_mismatch = Gauge(
+            "semops_processor_directory_entry_mismatch",
+            "Parts of our own directory entry that differ from what we registered (0: none)",
+            registry=self.registry,
+        )
         self.outbox_pending = Gauge(
             "semops_processor_outbox_pending",
             "Payment notices not yet acknowledged by a merchant webhook",

@@ -28,7 +28,6 @@ from semops.core.limits import (
     REGISTRATION_RETRY_MAX_S,
     WALLET_HISTORY_MAX,
 )
-from semops.crypto import KeyUse
 from semops.ledger import AccountKind
 from semops.processor import accounts
 from semops.processor.audited import AuditedCustomers, AuditedPayees, AuditedPayer
@@ -64,15 +63,16 @@ class Processor:
         webhook_client: HttpClient,
     ) -> None:
         link = RouterLink(router_client, settings.router_url)
+        metrics = Metrics()
         self.context = Context(
             settings=settings,
             keys=keys,
             database=database,
             clock=clock,
-            directory=DirectoryCache(settings, keys, link, clock),
+            directory=DirectoryCache(settings, keys, link, clock, metrics),
             router=link,
             webhooks=webhook_client,
-            metrics=Metrics(),
+            metrics=metrics,
         )
         self.audit = AuditLog(
             settings.processor_id, store.audit_log, database, keys.sign_key, clock
@@ -127,11 +127,11 @@ class Processor:
     def config_document(self) -> dict[str, Any]:
         keys = self.context.keys
         snapshot = self.directory.snapshot
+        # Our own key, never the one the directory lists for us: when the two differ (our
+        # entry was taken over, issue 11 H1, or a rotation still waits for the operator) a
+        # wallet refuses the configuration (verify_config compares them) instead of
+        # sealing a PIN to someone else's key.
         encryption_key = keys.enc_record()
-        if snapshot is not None:
-            with contextlib.suppress(SemopsError):
-                entry = snapshot.directory.entry(self.settings.processor_id)
-                encryption_key = entry.current_key(KeyUse.ENCRYPT, self.context.clock.now())
         return {
             "processor_id": self.settings.processor_id,
             "display_name": self.settings.display_name,

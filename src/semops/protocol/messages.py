@@ -56,6 +56,7 @@ from semops.core.limits import (
     REQUEST_TOKEN_MAX_BYTES,
     REQUEST_TTL_MAX_S,
     REQUEST_TTL_MIN_S,
+    REVOKED_SERIALS_MAX,
     SEALED_MAX_BYTES,
     TIMESTAMP_MAX_S,
     TRANSFER_TTL_MAX_S,
@@ -616,8 +617,20 @@ class DirectoryEntry(BaseModel):
         return max(usable, key=lambda record: record.not_before)
 
 
+# A certificate serial in lower-case hex without leading zeros (RFC 5280: at most 20 octets).
+CertificateSerial = Annotated[
+    str, StringConstraints(min_length=1, max_length=40, pattern=r"^[1-9a-f][0-9a-f]*$")
+]
+
+
 class Directory(Message):
-    """The router's signed list of participants, their endpoints, keys and status."""
+    """The router's signed list of participants, their endpoints, keys and status.
+
+    A revoked key is listed with status "revoked" (a key that is no longer listed at all
+    is unknown, which every verifier refuses too). `revoked_serials` names the revoked
+    certificates that have not expired yet, so that a scheme port can refuse a revoked
+    certificate at TLS; it is left out when there is none (one wire form per directory).
+    """
 
     MESSAGE_TYPE: ClassVar[str] = "Directory"
     DATED_FIELD: ClassVar[str | None] = "issued_at"
@@ -632,6 +645,13 @@ class Directory(Message):
         tuple[DirectoryEntry, ...],
         Field(min_length=1, max_length=DIRECTORY_ENTRIES_MAX, strict=False),
     ]
+    revoked_serials: (
+        Annotated[
+            tuple[CertificateSerial, ...],
+            Field(min_length=1, max_length=REVOKED_SERIALS_MAX, strict=False),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -644,7 +664,13 @@ class Directory(Message):
             raise ValueError("a key id is listed twice")
         if self.router_id not in ids:
             raise ValueError("the router must list itself")
+        serials = self.revoked_serials or ()
+        if list(serials) != sorted(set(serials), key=lambda text: (len(text), text)):
+            raise ValueError("revoked serials are listed once each, in ascending order")
         return self
+
+    def revoked_serial_numbers(self) -> frozenset[int]:
+        return frozenset(int(text, 16) for text in self.revoked_serials or ())
 
     def entry(self, participant_id: str) -> DirectoryEntry:
         for entry in self.entries:
@@ -689,11 +715,33 @@ RequestPath = Annotated[
 ]
 
 
+class RegistrationEndorsement(Message):
+    """The participant's *currently registered* signing key vouching for a registration
+    that replaces it (a key rotation): it signs the digest of every other claim of that
+    registration (`registration_digest_of`), which the new key signs in turn. So a rotation
+    proves both: possession of the new key, and the consent of the key it replaces.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "RegistrationEndorsement"
+    VALIDITY_MAX_S: ClassVar[int | None] = AUTH_TTL_MAX_S
+    SIGNER_FIELD: ClassVar[str | None] = "participant_id"
+
+    type: Literal["RegistrationEndorsement"] = "RegistrationEndorsement"
+    participant_id: PartyId
+    registration_digest: Digest
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
 class ParticipantRegistration(Message):
     """A processor -> router: join the scheme or update its entry.
 
     Signed with the key of `sign_certificate`, which must chain to the scheme root and name
-    `participant_id`; the certificates are the keys the directory will publish.
+    `participant_id`; the certificates are the keys the directory will publish. A change to
+    a registered participant takes effect only when its currently registered signing key
+    signed it: directly (the same key), or through `endorsement`, a RegistrationEndorsement
+    (compact JWS) by that key over `registration_digest_of` these claims (a rotation).
+    Anything else waits for the scheme operator (router/participants.py).
     """
 
     MESSAGE_TYPE: ClassVar[str] = "ParticipantRegistration"
@@ -709,6 +757,15 @@ class ParticipantRegistration(Message):
     enc_certificate: PemCertificate
     created_at: Timestamp
     expires_at: Timestamp
+    endorsement: SignedToken | None = None
+
+    def registration_digest(self) -> str:
+        return registration_digest_of(self.to_claims())
+
+
+def registration_digest_of(registration_claims: dict[str, Any]) -> str:
+    """What an endorsement is bound to: every registration claim except the endorsement."""
+    return digest_of({k: v for k, v in registration_claims.items() if k != "endorsement"})
 
 
 class DeviceAuth(Message):
@@ -769,6 +826,7 @@ SIGNED_MESSAGES: Final[tuple[type[Message], ...]] = (
     RefundResult,
     Directory,
     ParticipantRegistration,
+    RegistrationEndorsement,
     DeviceAuth,
     Enrolment,
 )

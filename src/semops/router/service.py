@@ -3,8 +3,14 @@
 Theory of operation (DESIGN.md §3, §6, §8):
 
 - Participants join with a registration signed by the key of a certificate that chains to
-  the scheme root and names them; the router publishes a signed directory built from the
-  registered certificates (ids, kinds, endpoints, keys, status).
+  the scheme root and names them; a later change needs the participant's current key or the
+  scheme operator, and keys and certificates can be revoked (semops.router.participants).
+  The router publishes a signed directory built from the registered certificates (ids,
+  kinds, endpoints, keys with their status, revoked serials), rebuilt on every change and
+  re-read from the database every few seconds, so every worker publishes the same.
+- Every call on the scheme port comes over mutual TLS from a processor (service/tls.py
+  checks the certificate); a message that names its sender (a prepare's payer processor,
+  a refund's sender, a registration's participant) must come from that very participant.
 - A payment arrives as a TransferPrepare signed by the payer processor. The router checks
   the signature and that both processors are active, checks the payer processor's
   net-debit cap (its position in the open settlement window minus what it has in flight),
@@ -33,8 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -45,27 +51,32 @@ from semops.audit.log import AuditLog
 from semops.audit.report import cap_allows
 from semops.core.clock import Clock
 from semops.core.errors import E, SemopsError
-from semops.core.limits import TRANSFER_HOP_MARGIN_S, TRANSFER_TTL_DEFAULT_S
+from semops.core.limits import (
+    DIRECTORY_RELOAD_INTERVAL_S,
+    REVOKED_SERIALS_MAX,
+    TRANSFER_HOP_MARGIN_S,
+    TRANSFER_TTL_DEFAULT_S,
+)
 from semops.crypto import (
     KeyRing,
+    KeyStatus,
     KeyUse,
     PrivateKey,
     check_fulfilment,
-    public_jwk,
     read_unverified_claims,
 )
-from semops.crypto.keys import PublicKeyRecord, make_kid
+from semops.crypto.keys import PublicKeyRecord
 from semops.crypto.pki import (
+    certificate_key_record,
     certificate_pem,
     load_certificate_pem,
-    validate_chain,
+    serial_text,
 )
 from semops.protocol import (
     ROUTER_TRANSFER,
     Directory,
     DirectoryEntry,
     DirectoryKey,
-    ParticipantRegistration,
     RefundResult,
     RefundTransfer,
     RoutedPrepare,
@@ -77,8 +88,10 @@ from semops.protocol import (
     TransferStatus,
     open_signed,
     parse_claims,
+    require_same_party,
     sign,
 )
+from semops.router.participants import Participants, RegistrationAnswer
 from semops.service.http import Peer
 from semops.service.outbox import (
     OUTBOX_BATCH_MAX,
@@ -113,6 +126,26 @@ SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
 _WINDOW_ATTEMPTS_MAX: Final = 3
 
 
+_CERTIFICATE_COLUMNS: Final = (
+    ("sign_certificate", KeyUse.SIGN),
+    ("enc_certificate", KeyUse.ENCRYPT),
+)
+
+
+def _certified(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[str, tuple[str, KeyUse]], tuple[PublicKeyRecord, str]]:
+    """Each participant certificate's key record and serial (hex)."""
+    found = {}
+    for row in rows:
+        owner = row["participant_id"]
+        for column in _CERTIFICATE_COLUMNS:
+            certificate = load_certificate_pem(row[column[0]].encode())
+            record = certificate_key_record(owner, certificate, column[1])
+            found[(owner, column)] = (record, serial_text(certificate.serial_number))
+    return found
+
+
 def _audited(transfer: dict[str, Any]) -> dict[str, Any]:
     """What the audit log keeps of a decided transfer: ids, parties, amount, outcome."""
     return {
@@ -126,21 +159,6 @@ def _audited(transfer: dict[str, Any]) -> dict[str, Any]:
         "window_id": transfer["window_id"],
         "reason_code": transfer["reason_code"],
     }
-
-
-def _registration_changes(
-    existing: dict[str, Any] | None, registration: ParticipantRegistration
-) -> bool:
-    """A first registration, or new keys, endpoint, kind or name (a restart is not one)."""
-    if existing is None:
-        return True
-    return bool(
-        existing["sign_certificate"] != registration.sign_certificate
-        or existing["enc_certificate"] != registration.enc_certificate
-        or existing["endpoint"] != registration.endpoint
-        or existing["kind"] != registration.kind
-        or existing["display_name"] != registration.display_name
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,25 +180,6 @@ class Outcome:
     decided: bool
 
 
-def _timestamp(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def certificate_key_record(
-    owner: str, certificate: x509.Certificate, use: KeyUse
-) -> PublicKeyRecord:
-    public = certificate.public_key()
-    jwk = public_jwk(public)  # type: ignore[arg-type]
-    return PublicKeyRecord(
-        kid=make_kid(owner, jwk),
-        owner=owner,
-        use=use,
-        jwk=jwk,
-        not_before=_timestamp(certificate.not_valid_before_utc),
-        not_after=_timestamp(certificate.not_valid_after_utc),
-    )
-
-
 class Router:
     def __init__(self, identity: RouterIdentity, database: Database, clock: Clock, peer: Peer):
         self.identity = identity
@@ -189,7 +188,9 @@ class Router:
         self.peer = peer
         self._directory: Directory | None = None
         self._directory_token: str | None = None
+        self._directory_source: Any = None
         self._ring = KeyRing()
+        self._revoked_serials: frozenset[int] = frozenset()
         self._serial = 0
         self._outbox_wakeup = asyncio.Event()
         # Payments being forwarded by a request handler now, and when `redrive` last
@@ -199,6 +200,7 @@ class Router:
         self.audit = AuditLog(
             identity.router_id, store.audit_log, database, identity.sign_key, clock
         )
+        self.participants = Participants(self)
 
     # --- directory --------------------------------------------------------------------
 
@@ -240,19 +242,42 @@ class Router:
                 continue
         raise SemopsError(E.INTERNAL, "no settlement window could be opened")
 
-    async def rebuild_directory(self) -> None:
+    async def rebuild_directory(self, *, only_if_changed: bool = False) -> bool:
+        """Build and sign the directory from the participants and revocations; with
+        `only_if_changed`, only when they changed since the last build (another worker
+        changed them) or the signed directory is half way to its expiry. True if built."""
+        now = self.clock.now()
         async with self.database.read() as connection:
             rows = await store.list_participants(connection)
-        now = self.clock.now()
+            certified = _certified(rows)
+            kids = [record.kid for record, _ in certified.values()]
+            revoked_kids = await store.revoked_among(connection, "kid", kids)
+            serials = [serial for _, serial in certified.values()]
+            revoked = await store.revoked_among(connection, "serial", serials)
+            listed = await store.listed_serials(connection, now, REVOKED_SERIALS_MAX)
+        source = (
+            [{k: v for k, v in row.items() if k != "updated_at"} for row in rows],
+            sorted(revoked_kids),
+            sorted(revoked),
+            listed,
+        )
+        current = self._directory
+        if (
+            only_if_changed
+            and current is not None
+            and source == self._directory_source
+            and now < (current.issued_at + current.expires_at) // 2
+        ):
+            return False
         entries = []
         for row in rows:
-            sign_cert = load_certificate_pem(row["sign_certificate"].encode())
-            enc_cert = load_certificate_pem(row["enc_certificate"].encode())
             owner = row["participant_id"]
-            keys = (
-                DirectoryKey.from_record(certificate_key_record(owner, sign_cert, KeyUse.SIGN)),
-                DirectoryKey.from_record(certificate_key_record(owner, enc_cert, KeyUse.ENCRYPT)),
-            )
+            keys = []
+            for column in _CERTIFICATE_COLUMNS:
+                record, serial = certified[(owner, column)]
+                if record.kid in revoked_kids or serial in revoked:
+                    record = dataclasses.replace(record, status=KeyStatus.REVOKED)
+                keys.append(DirectoryKey.from_record(record))
             entries.append(
                 DirectoryEntry(
                     participant_id=owner,
@@ -260,20 +285,30 @@ class Router:
                     display_name=row["display_name"],
                     endpoint=row["endpoint"],
                     status=row["status"],
-                    keys=keys,
+                    keys=tuple(keys),
                 )
             )
         self._serial = max(self._serial + 1, now)
+        ordered = sorted(listed, key=lambda text: (len(text), text))
         directory = Directory(
             serial=self._serial,
             router_id=self.identity.router_id,
             issued_at=now,
             expires_at=now + DIRECTORY_TTL_S,
             entries=tuple(entries),
+            revoked_serials=tuple(ordered) or None,
         )
         self._directory = directory
         self._directory_token = sign(directory, self.identity.sign_key)
+        self._directory_source = source
         self._ring = KeyRing(directory.key_records())
+        self._revoked_serials = directory.revoked_serial_numbers()
+        return True
+
+    @property
+    def revoked_serials(self) -> frozenset[int]:
+        """The revoked certificate serials of the current directory (refused at TLS)."""
+        return self._revoked_serials
 
     def directory_document(self) -> dict[str, str]:
         assert self._directory_token is not None, "start() builds the directory"
@@ -292,68 +327,32 @@ class Router:
         assert self._directory is not None, "start() builds the directory"
         return self._directory
 
-    async def register(self, token: str) -> dict[str, str]:
-        """Admit or update a processor whose certificates chain to the scheme root."""
-        now = self.clock.now()
-        registration = self._verify_registration(token, now)
-        async with self.database.write() as connection:
-            existing = await store.get_participant(connection, registration.participant_id)
-            if _registration_changes(existing, registration):
-                await self.audit.append(
-                    connection,
-                    "participant_registered",
-                    registration.participant_id,
-                    {
-                        "participant_id": registration.participant_id,
-                        "first": existing is None,
-                        "kid": certificate_key_record(
-                            registration.participant_id,
-                            load_certificate_pem(registration.sign_certificate.encode()),
-                            KeyUse.SIGN,
-                        ).kid,
-                    },
-                )
-            await store.save_participant(
-                connection,
-                {
-                    "participant_id": registration.participant_id,
-                    "kind": registration.kind,
-                    "display_name": registration.display_name,
-                    "endpoint": registration.endpoint,
-                    "status": existing["status"] if existing else "active",
-                    "sign_certificate": registration.sign_certificate,
-                    "enc_certificate": registration.enc_certificate,
-                    "net_debit_cap_minor": existing["net_debit_cap_minor"] if existing else None,
-                    "registered_at": existing["registered_at"] if existing else now,
-                    "updated_at": now,
-                },
-            )
-        log.info("participant_registered", participant=registration.participant_id)
-        await self.rebuild_directory()
-        return self.directory_document()
-
-    def _verify_registration(self, token: str, now: int) -> ParticipantRegistration:
-        # The key that signed the registration comes from the certificate inside it, so
-        # read the claims first, check the certificates against the root, then verify the
-        # signature with the certified key. Nothing is trusted before all three hold.
-        unverified = parse_claims(read_unverified_claims(token), ParticipantRegistration)
-        at = datetime.fromtimestamp(now, UTC)
-        root = self.identity.root_certificate
-        owner = unverified.participant_id
-        sign_cert = load_certificate_pem(unverified.sign_certificate.encode())
-        enc_cert = load_certificate_pem(unverified.enc_certificate.encode())
-        validate_chain(sign_cert, root, at, expected_party=owner, expected_usage="sign")
-        validate_chain(enc_cert, root, at, expected_party=owner, expected_usage="encrypt")
-        ring = KeyRing([certificate_key_record(owner, sign_cert, KeyUse.SIGN)])
-        return open_signed(token, ParticipantRegistration, ring, now).message
+    async def register(self, token: str, *, tls_party: str) -> RegistrationAnswer:
+        """Admit or update a processor, or hold the change for the operator."""
+        return await self.participants.register(token, tls_party=tls_party)
 
     # --- participants ---------------------------------------------------------------------
 
     def _active(self, participant_id: str) -> DirectoryEntry:
-        return self.directory.active_entry(participant_id)
+        entry = self.directory.active_entry(participant_id)
+        try:  # a participant whose signing key is revoked can neither send nor answer
+            entry.current_key(KeyUse.SIGN, self.clock.now())
+        except SemopsError:
+            raise SemopsError(
+                E.PROCESSOR_SUSPENDED, "the participant has no usable signing key"
+            ) from None
+        return entry
 
     def _verify(self, token: str, expected: type[Any], now: int) -> Any:
         return open_signed(token, expected, self._ring, now)
+
+    def _verify_from(self, token: str, expected: type[Any], now: int, tls_party: str) -> Any:
+        """Verify a message that must come from the TLS client it names: every check of
+        `open_signed` first (so a changed field is a bad signature, whatever it is), then
+        the signer must be the participant at the other end of this connection."""
+        signed = self._verify(token, expected, now)
+        require_same_party(signed.message.signer_party(), tls_party)
+        return signed
 
     async def set_status(self, participant_id: str, status: str, actor: str = "operator") -> None:
         """Operator action: suspend or resume a processor (audited)."""
@@ -404,10 +403,12 @@ class Router:
         )
         return sign(status, self.identity.sign_key)
 
-    async def transfer_status(self, transfer_id: str) -> Outcome:
+    async def transfer_status(self, transfer_id: str, *, tls_party: str) -> Outcome:
+        """A transfer's state, for the two processors it concerns (to anyone else it does
+        not exist: the amount and fulfilment are theirs to know)."""
         async with self.database.read() as connection:
             row = await store.get_transfer(connection, transfer_id)
-        if row is None:
+        if row is None or tls_party not in (row["payer_processor"], row["payee_processor"]):
             raise SemopsError(E.NOT_FOUND, "the router has no such transfer")
         return Outcome(self._status_token(row), row["state"] != "reserved")
 
@@ -439,9 +440,9 @@ class Router:
             raise SemopsError(E.IDEMPOTENCY_CONFLICT)
         return row
 
-    async def prepare(self, token: str) -> Outcome:
+    async def prepare(self, token: str, *, tls_party: str) -> Outcome:
         now = self.clock.now()
-        prepare: TransferPrepare = self._verify(token, TransferPrepare, now).message
+        prepare: TransferPrepare = self._verify_from(token, TransferPrepare, now, tls_party).message
         self._active(prepare.payer_processor)
         payee = self._active(prepare.payee_processor)
         digest = prepare.digest()
@@ -715,9 +716,9 @@ class Router:
 
     # --- refunds ----------------------------------------------------------------------
 
-    async def refund(self, token: str) -> Outcome:
+    async def refund(self, token: str, *, tls_party: str) -> Outcome:
         now = self.clock.now()
-        refund: RefundTransfer = self._verify(token, RefundTransfer, now).message
+        refund: RefundTransfer = self._verify_from(token, RefundTransfer, now, tls_party).message
         self._active(refund.payee_processor)
         digest = refund.digest()
         async with self.database.write() as connection:
@@ -852,10 +853,14 @@ class Router:
                 await asyncio.wait_for(stop.wait(), REDRIVE_INTERVAL_S / 2)
 
     async def _outbox_and_sweep_loop(self, stop: asyncio.Event) -> None:
+        reloaded_at = self.clock.now()
         while not stop.is_set():
             try:
                 await self.deliver_outbox()
                 await self.sweep_expired()
+                if self.clock.now() - reloaded_at >= DIRECTORY_RELOAD_INTERVAL_S:
+                    reloaded_at = self.clock.now()
+                    await self.rebuild_directory(only_if_changed=True)
             except Exception as error:  # keep the loop alive; the error is logged
                 log.error("background_failed", error_type=type(error).__name__)
             self._outbox_wakeup.clear()
@@ -865,3 +870,6 @@ class Router:
     async def positions(self) -> list[dict[str, Any]]:
         async with self.database.read() as connection:
             return await store.list_positions(connection)
+
+
+__all__ = ["Outcome", "Router", "RouterIdentity", "certificate_key_record"]

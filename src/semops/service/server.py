@@ -5,6 +5,11 @@ that demands a scheme client certificate (mutual TLS); the router on its scheme 
 loopback-only operator port. uvicorn's own signal handling assumes one server per process,
 so signals are handled here: SIGINT or SIGTERM asks every server to finish its in-flight
 requests and exit.
+
+uvicorn does not tell the app who the TLS client is, so every server here runs one small
+subclass of uvicorn's HTTP protocol that adds the ASGI "tls" extension to each request's
+scope (the client certificate chain as PEM, the TLS version and cipher suite), computed
+once per connection; `semops.service.tls.SchemePeerGate` reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,25 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from semops.service.tls import tls_extension
+
+
+class TlsScopeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus scope["extensions"]["tls"] on TLS connections."""
+
+    _tls: dict[str, object] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # asyncio (and uvloop) call this after the handshake: the peer certificate is known.
+        self._tls = tls_extension(transport)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[dict-item]
 
 
 class _Server(uvicorn.Server):
@@ -32,6 +56,7 @@ def make_server(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Se
     passing the header through, could choose the client address a login throttle counts by.
     """
     trusted_proxies: Sequence[str] = tuple(options.pop("trusted_proxies", ()))
+    options.setdefault("http", TlsScopeProtocol)
     config = uvicorn.Config(
         app,
         host=host,

@@ -2,6 +2,11 @@
 
 participants  the scheme members (processors and the router itself), their certificates,
               endpoint, status and net-debit cap; the signed directory is built from here.
+registrations changes to a participant that no key entitled to make them signed: held for
+              the scheme operator (pending), then approved or rejected; kept for the record.
+revocations   revoked kids and certificate serials: refused at registration, at TLS and in
+              messages, and published in the directory (serials until the certificate
+              they name has expired).
 transfers     every payment and refund the router has seen, with its state at the commit
               point. The row is written RESERVED before the payee side is asked, and moves
               to COMMITTED or ABORTED exactly once (ROUTER_TRANSFER in protocol/states.py).
@@ -60,6 +65,39 @@ participants = Table(
     Column("net_debit_cap_minor", BigInteger, nullable=True),  # None: no cap configured
     Column("registered_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("registration_id", String(32), primary_key=True),
+    Column("participant_id", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("display_name", String(40), nullable=False),
+    Column("endpoint", String(256), nullable=False),
+    Column("sign_certificate", Text, nullable=False),
+    Column("enc_certificate", Text, nullable=False),
+    Column("sign_kid", String(128), nullable=False),
+    Column("enc_kid", String(128), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | approved | rejected
+    Column("changes", String(128), nullable=False),  # the changed fields, comma-separated
+    Column("created_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Column("decided_by", String(64), nullable=True),
+    Index("ix_registrations_state", "state", "participant_id"),
+)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("kind", String(8), primary_key=True),  # kid | serial
+    Column("value", String(128), primary_key=True),  # the kid, or the serial in hex
+    Column("participant_id", String(32), nullable=True),  # None: a serial nobody registered
+    Column("revoked_at", BigInteger, nullable=False),
+    # Until when a revoked serial is published: the certificate's expiry where the router
+    # knows the certificate, else the longest a certificate issued before now can live.
+    Column("listed_until", BigInteger, nullable=False),
+    Column("revoked_by", String(64), nullable=False),
 )
 
 transfers = Table(
@@ -178,6 +216,149 @@ async def get_participant(
     )
     row = result.mappings().first()
     return dict(row) if row is not None else None
+
+
+async def update_participant_entry(
+    connection: AsyncConnection, participant_id: str, values: dict[str, Any]
+) -> bool:
+    result = await connection.execute(
+        update(participants).where(participants.c.participant_id == participant_id).values(values)
+    )
+    return result.rowcount == 1
+
+
+async def get_participant_for_update(
+    connection: AsyncConnection, participant_id: str
+) -> dict[str, Any] | None:
+    """The participant's row, locked until the transaction ends (PostgreSQL), so that two
+    registrations of one participant are decided one after the other."""
+    query = select(participants).where(participants.c.participant_id == participant_id)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+# --- held registrations -------------------------------------------------------------------
+
+
+async def get_registration(
+    connection: AsyncConnection, registration_id: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(registrations).where(registrations.c.registration_id == registration_id)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+async def insert_registration(connection: AsyncConnection, row: dict[str, Any]) -> None:
+    await connection.execute(insert(registrations).values(**row))
+
+
+async def reopen_registration(connection: AsyncConnection, registration_id: str, now: int) -> None:
+    """A decided proposal made again: pending once more, for the operator to decide again."""
+    await connection.execute(
+        update(registrations)
+        .where(registrations.c.registration_id == registration_id)
+        .values(state="pending", created_at=now, decided_at=None, decided_by=None)
+    )
+
+
+async def count_pending_registrations(
+    connection: AsyncConnection, participant_id: str | None = None
+) -> int:
+    query = select(func.count()).where(registrations.c.state == "pending")
+    if participant_id is not None:
+        query = query.where(registrations.c.participant_id == participant_id)
+    return int((await connection.execute(query)).scalar_one())
+
+
+async def list_registrations(
+    connection: AsyncConnection, *, state: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Held registrations, newest first, without their certificates' PEM text."""
+    columns = [c for c in registrations.c if c.name not in ("sign_certificate", "enc_certificate")]
+    query = select(*columns)
+    if state is not None:
+        query = query.where(registrations.c.state == state)
+    result = await connection.execute(
+        query.order_by(registrations.c.created_at.desc(), registrations.c.registration_id).limit(
+            limit
+        )
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def decide_registration(
+    connection: AsyncConnection, registration_id: str, state: str, now: int, actor: str
+) -> bool:
+    """Move a pending registration to approved or rejected; False if it was not pending."""
+    result = await connection.execute(
+        update(registrations)
+        .where(
+            registrations.c.registration_id == registration_id,
+            registrations.c.state == "pending",
+        )
+        .values(state=state, decided_at=now, decided_by=actor)
+    )
+    return result.rowcount == 1
+
+
+# --- revocations --------------------------------------------------------------------------
+
+
+async def insert_revocation(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+    """Record a revocation; False if that kid or serial was revoked already."""
+    exists = await connection.execute(
+        select(revocations.c.value).where(
+            revocations.c.kind == row["kind"], revocations.c.value == row["value"]
+        )
+    )
+    if exists.first() is not None:
+        return False
+    await connection.execute(insert(revocations).values(**row))
+    return True
+
+
+async def list_revocations(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """The newest revocations first (the operator's list)."""
+    result = await connection.execute(
+        select(revocations)
+        .order_by(revocations.c.revoked_at.desc(), revocations.c.kind, revocations.c.value)
+        .limit(limit)
+    )
+    return [dict(row) for row in result.mappings()]
+
+
+async def revoked_among(connection: AsyncConnection, kind: str, values: list[str]) -> set[str]:
+    """Which of these kids (or hex serials) are revoked."""
+    if not values:
+        return set()
+    result = await connection.execute(
+        select(revocations.c.value).where(
+            revocations.c.kind == kind, revocations.c.value.in_(sorted(set(values)))
+        )
+    )
+    return {str(row[0]) for row in result}
+
+
+async def listed_serials(connection: AsyncConnection, now: int, limit: int) -> list[str]:
+    """Revoked serials (hex) whose certificates may still be valid: the published list."""
+    result = await connection.execute(
+        select(revocations.c.value)
+        .where(revocations.c.kind == "serial", revocations.c.listed_until > now)
+        .order_by(revocations.c.value)
+        .limit(limit)
+    )
+    return [str(row[0]) for row in result]
+
+
+async def count_listed_serials(connection: AsyncConnection, now: int) -> int:
+    result = await connection.execute(
+        select(func.count()).where(revocations.c.kind == "serial", revocations.c.listed_until > now)
+    )
+    return int(result.scalar_one())
 
 
 async def set_participant_status(

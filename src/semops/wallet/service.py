@@ -345,19 +345,25 @@ class Wallet:
             return await self._send(record)
         return await self._record(record, OrderAnswer(OrderEvent.NO_ANSWER))
 
+    async def _checked_receipt(self, record: OrderRecord, token: str, now: int) -> Receipt:
+        """The receipt checked against the directory; fetched again once when it names a
+        key the stored one does not know (the processor rotated its signing key)."""
+        order, request = stored_order(record), stored_request(record)
+        try:
+            return check_receipt(token, await self.trusted(), now, order=order, request=request)
+        except SemopsError as error:
+            if error.code not in _STALE_DIRECTORY:
+                raise
+        trusted = await self.trusted(refresh=True)
+        return check_receipt(token, trusted, now, order=order, request=request)
+
     async def _record(self, record: OrderRecord, answer: OrderAnswer) -> PaymentOutcome:
         """Check a receipt, then store the event the answer means."""
         now = self.clock.now()
         if answer.event is OrderEvent.RECEIPT:
             assert answer.receipt is not None
             try:
-                receipt = check_receipt(
-                    answer.receipt,
-                    await self.trusted(),
-                    now,
-                    order=stored_order(record),
-                    request=stored_request(record),
-                )
+                receipt = await self._checked_receipt(record, answer.receipt, now)
             except SemopsError as error:
                 # A receipt that does not prove this payment: the money may still have
                 # moved, so the order stays pending and is asked about again.

@@ -396,7 +396,12 @@ def _add_pages(router: APIRouter, office: BackOffice) -> None:
         async with office.database.read() as connection:
             counts = await queries.overview_counts(connection)
         return office.render(
-            "overview.html", session, active="overview", position=position, counts=counts
+            "overview.html",
+            session,
+            active="overview",
+            position=position,
+            counts=counts,
+            directory_alarm=processor.directory.entry_differences,
         )
 
     router.get("")(office.readable(overview))
