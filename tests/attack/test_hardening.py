@@ -30,13 +30,15 @@ import pytest
 import segno
 from PIL import Image
 
+from semops.core.encoding import b64url_decode, b64url_encode
+from semops.devnet.actors import request_payment
 from semops.devnet.network import Network, new_layout
 from semops.devnet.processes import ServiceProcess
 from semops.protocol import OrderState
 from semops.wallet.core import device_auth_header
 from semops.wallet.store import WalletStore
-from tests.attack.attacker import pay
-from tests.attack.conftest import SHOP_Y, SHOP_Y_AUTH, Scene
+from tests.attack.attacker import forge_order, pay, to_wallet_port
+from tests.attack.conftest import PIN, SHOP_Y, SHOP_Y_AUTH, Scene
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -303,3 +305,33 @@ def test_demo_json_is_private(tmp_path: Path) -> None:
 
     Population({}, {}).save(tmp_path)
     assert stat.S_IMODE((tmp_path / "demo.json").stat().st_mode) == 0o600
+
+
+# --- signatures ---------------------------------------------------------------------------------
+
+# The order n of P-256's base point: (r, s) and (r, n - s) both verify under ECDSA.
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _high_s(token: str) -> str:
+    """The same JWS with its signature's other form (r, n - s), whichever the signer made."""
+    header, payload, signature = token.split(".")
+    raw = b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    high = s if s > _P256_ORDER // 2 else _P256_ORDER - s
+    return f"{header}.{payload}.{b64url_encode(raw[:32] + high.to_bytes(32, 'big'))}"
+
+
+def test_a_high_s_signature_of_a_valid_order_is_refused(scene: Scene) -> None:
+    """Lower finding: a high-S signature was accepted, so one signed message had two valid
+    token forms (a malleable signature). Signers make low-S; verifiers refuse a high s."""
+    network = scene.network
+    victim = scene.customer("bank-a")
+    created = request_payment(network, scene.shops["books"], 130)
+    order = forge_order(network, victim, created["token"], pin=PIN, entropy=secrets.token_bytes(16))
+    before = scene.quiet()
+    answer = to_wallet_port(network, "bank-a", _high_s(order.token))
+    assert (answer.status, answer.code) == (401, "signature_invalid"), answer.body
+    scene.assert_unchanged(before)
+    paid = to_wallet_port(network, "bank-a", order.token)  # the low-S original pays
+    assert paid.status == 200, paid.body
