@@ -405,9 +405,15 @@ def test_a_refund_while_the_payers_processor_is_suspended_names_no_cause_and_com
     order = _paid(y, SHOP_Y_AUTH, payer, "5.00")
     paid_balance = balance(scene.network, "bank-a", payer.account_id)
     network = scene.network
+    refunds_at_router = len(_rows(scene.db_urls()["router"], "transfers", kind="refund"))
     network.router_admin("POST", "/v1/admin/participants/bank-a/suspend")
     try:
         answer = _refund(y, order["order_id"], {"amount": "2.00"}, "ik_" + secrets.token_hex(8))
+        # The router keeps nothing of a refund its receiver cannot take now, and tells the
+        # payee side only "unavailable": "suspended" would name the payer's processor.
+        assert len(_rows(scene.db_urls()["router"], "transfers", kind="refund")) == (
+            refunds_at_router
+        )
         assert answer.status_code == 200, answer.text
         refund = answer.json()["refund"]
         assert refund["state"] in ("sent", "in_doubt"), refund  # on its way: nothing more

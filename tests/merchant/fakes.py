@@ -18,10 +18,22 @@ from semops.crypto import (
     derive_private_key,
     make_fulfilment,
 )
-from semops.crypto.pki import certificate_pem, issue_party_certificate, make_root_ca
+from semops.crypto.pki import (
+    certificate_key_record,
+    certificate_pem,
+    issue_party_certificate,
+    make_root_ca,
+)
 from semops.merchant.processor_api import ProcessorAnswer
-from semops.merchant.trust import ProcessorTrust, certificate_key_record
-from semops.protocol import DirectoryKey, PaymentNotice, PaymentRequest, sign
+from semops.merchant.trust import ProcessorTrust
+from semops.protocol import (
+    Directory,
+    DirectoryEntry,
+    DirectoryKey,
+    PaymentNotice,
+    PaymentRequest,
+    sign,
+)
 
 PROCESSOR = "mno-b"
 MERCHANT = "corner-shop"
@@ -49,24 +61,70 @@ class Entropy:
 SIGN_KEY = derive_key(PROCESSOR, KeyUse.SIGN, seed("processor"))
 ROGUE_KEY = derive_key("bank-z", KeyUse.SIGN, seed("rogue"))
 ROOT_KEY = derive_private_key(seed("scheme root"))
+ROUTER_KEY = derive_key("router", KeyUse.SIGN, seed("router"))
 
 
 class SchemePki:
-    """A scheme root and the processor's signing certificate, made at the clock's time."""
+    """A scheme root, the processor's signing certificate and the router's, and the
+    router-signed directory listing the processor's key, made at the clock's time."""
 
     def __init__(self, now: int, sign_key: PrivateKey = SIGN_KEY, root_key: Any = ROOT_KEY) -> None:
         at = datetime.fromtimestamp(now, UTC)
+        self.now = now
         self.root = make_root_ca(root_key, "SEMOPS test root", at, 1)
         self.certificate = issue_party_certificate(
             root_key, self.root, sign_key.key.public_key(), sign_key.owner, "processor", at, 2
         )
+        self.router_certificate = issue_party_certificate(
+            root_key, self.root, ROUTER_KEY.key.public_key(), "router", "router", at, 3
+        )
 
-    def keys_document(self) -> dict[str, Any]:
-        record = certificate_key_record(PROCESSOR, self.certificate)
+    def directory(
+        self,
+        *,
+        key_status: str = "active",
+        revoked_serials: tuple[str, ...] | None = None,
+        listed: Any = None,
+    ) -> str:
+        """The router's signed directory: the processor with its signing key (`listed`, or
+        the certified one) in `key_status`."""
+        record = listed or certificate_key_record(PROCESSOR, self.certificate, KeyUse.SIGN)
+        key = DirectoryKey.from_record(record).model_copy(update={"status": key_status})
+        router_record = certificate_key_record("router", self.router_certificate, KeyUse.SIGN)
+        entries = (
+            DirectoryEntry(
+                participant_id="router",
+                kind="router",
+                display_name="Router",
+                endpoint="https://router.test",
+                keys=(DirectoryKey.from_record(router_record),),
+            ),
+            DirectoryEntry(
+                participant_id=PROCESSOR,
+                kind="mno",
+                display_name="MNO B",
+                endpoint="https://mno-b.test",
+                keys=(key,),
+            ),
+        )
+        directory = Directory(
+            serial=1,
+            router_id="router",
+            issued_at=self.now,
+            expires_at=self.now + 86_400,
+            entries=entries,
+            revoked_serials=revoked_serials,
+        )
+        return sign(directory, ROUTER_KEY)
+
+    def keys_document(self, **directory: Any) -> dict[str, Any]:
+        record = certificate_key_record(PROCESSOR, self.certificate, KeyUse.SIGN)
         return {
             "processor_id": PROCESSOR,
             "signing_key": DirectoryKey.from_record(record).model_dump(mode="json"),
             "signing_certificate": certificate_pem(self.certificate).decode("ascii"),
+            "directory": self.directory(**directory),
+            "router_certificate": certificate_pem(self.router_certificate).decode("ascii"),
         }
 
 

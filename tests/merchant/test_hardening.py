@@ -14,7 +14,7 @@ from semops.core.errors import E
 from semops.crypto import KeyUse, derive_key, derive_private_key, read_unverified_claims
 from semops.merchant.app import create_merchant_app
 from semops.merchant.processor_api import ProcessorAnswer
-from semops.merchant.service import PUBLIC_ORDER_FIELDS, MerchantService
+from semops.merchant.service import KEYS_MAX_AGE_S, PUBLIC_ORDER_FIELDS, MerchantService
 from semops.protocol import PaymentRequest, parse_claims, sign
 from semops.store import merchant as store
 
@@ -55,6 +55,24 @@ def test_a_notice_under_a_swapped_key_changes_nothing_and_the_trusted_key_stays(
         genuine = await shop.notify(shop.processor.notice(view["request_id"]))
         assert genuine.status_code == 200
         assert (await shop.get(view["order_id"]))["state"] == "paid"
+
+    scenario(tmp_path, body)
+
+
+def test_a_key_the_router_revokes_stops_marking_orders_paid(tmp_path: Path) -> None:
+    """The trusted key is checked against a fresh directory every KEYS_MAX_AGE_S: once the
+    router lists it as revoked (its holder lost it), a notice signed with it pays nothing."""
+
+    async def body(shop: Shop) -> None:
+        view = await shop.order()  # the genuine key is fetched and trusted here
+        shop.processor.keys_document = shop.processor.pki.keys_document(key_status="revoked")
+        shop.clock.advance(KEYS_MAX_AGE_S)
+        stolen = shop.processor.notice(view["request_id"])
+        answer = await shop.notify(stolen)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["code"] == E.KEY_REVOKED.code
+        assert (await shop.get(view["order_id"]))["state"] == "open"
+        assert await shop.table(store.notices) == []
 
     scenario(tmp_path, body)
 
@@ -293,5 +311,24 @@ def test_a_refund_refused_for_the_payer_sides_state_names_no_cause(
         shown = json.dumps(order) + refused.text
         assert "suspended" not in shown and "net_debit" not in shown
         assert order["refunds"][0]["error_code"] == "refund_not_completed"
+
+    scenario(tmp_path, body)
+
+
+def test_the_webhook_answers_a_posted_notice_with_the_state_only(tmp_path: Path) -> None:
+    """Found in review: anyone holding an order id reads its notice from the public view;
+    posting that notice to the public webhook answered the merchant's full view of the
+    order (refunds and their idempotency keys). Now it answers the order id and state."""
+
+    async def body(shop: Shop) -> None:
+        view = await shop.order()
+        notice = shop.processor.notice(view["request_id"])
+        assert (await shop.notify(notice)).status_code == 200
+        refunded = await shop.refund(view["order_id"], {"amount": "1.00"}, "ik_secret_refund_1")
+        assert refunded.status_code == 200, refunded.text
+        again = await shop.notify(notice)  # what a customer with the order id can do
+        assert again.status_code == 200
+        assert again.json() == {"order_id": view["order_id"], "state": again.json()["state"]}
+        assert "ik_secret_refund_1" not in again.text and "refunds" not in again.text
 
     scenario(tmp_path, body)

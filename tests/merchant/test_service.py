@@ -31,7 +31,9 @@ ORDER = {"amount": "12.50", "currency": "EUR", "reference": "INV-1"}
 
 
 class Shop:
-    def __init__(self, tmp_path: Path, api_token: str | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, api_token: str | None = None, database_url: str | None = None
+    ) -> None:
         self.clock = FixedClock(NOW)
         self.processor = FakeMerchantProcessor(self.clock)
         self.settings = MerchantSettings(
@@ -40,7 +42,7 @@ class Shop:
             processor_url="http://processor.test",
             public_url="https://shop.example",
         )
-        self.database = Database(sqlite_url(tmp_path / "merchant.db"))
+        self.database = Database(database_url or sqlite_url(tmp_path / "merchant.db"))
         self.service = MerchantService(
             self.settings,
             self.database,

@@ -11,6 +11,7 @@ import pytest
 from semops.core.errors import SemopsError
 from semops.core.limits import PARTY_CERT_VALIDITY_DAYS
 from semops.crypto import KeyUse, derive_key, derive_private_key, thumbprint
+from semops.crypto.pki import certificate_key_record as _certificate_key_record
 from semops.crypto.pki import (
     certificate_pem,
     issue_encryption_certificate,
@@ -19,12 +20,18 @@ from semops.crypto.pki import (
 )
 from semops.merchant.main import SettingsRefused, check_settings
 from semops.merchant.service import MerchantSettings
-from semops.merchant.trust import ProcessorTrust, certificate_key_record, trusted_keys
+from semops.merchant.trust import ProcessorTrust, trusted_keys
 from semops.protocol import DirectoryKey
 
 from .fakes import PROCESSOR, ROOT_KEY, SIGN_KEY, SchemePki, seed
 
 NOW = 1_800_000_000
+
+
+def certificate_key_record(owner: str, certificate: Any) -> Any:
+    return _certificate_key_record(owner, certificate, KeyUse.SIGN)
+
+
 PKI = SchemePki(NOW)
 TRUST = ProcessorTrust(PROCESSOR, PKI.root)
 AT = datetime.fromtimestamp(NOW, UTC)
@@ -39,6 +46,7 @@ def _refused(document: Any, trust: ProcessorTrust = TRUST, now: int = NOW) -> st
 def _document(certificate: Any, listed: Any = None, processor_id: str = PROCESSOR) -> Any:
     record = listed or certificate_key_record(processor_id, certificate)
     return {
+        **PKI.keys_document(),
         "processor_id": processor_id,
         "signing_key": DirectoryKey.from_record(record).model_dump(mode="json"),
         "signing_certificate": certificate_pem(certificate).decode("ascii"),
@@ -49,6 +57,36 @@ def test_the_processors_certified_key_is_trusted() -> None:
     (record,) = trusted_keys(PKI.keys_document(), TRUST, NOW)
     assert record.kid == SIGN_KEY.kid and record.owner == PROCESSOR
     assert record.not_after == int(PKI.certificate.not_valid_after_utc.timestamp())
+
+
+def test_a_second_certificate_the_root_issued_for_the_processor_is_not_trusted() -> None:
+    """The combination the review found: an old or rogue certificate of this very processor
+    (chains to the root, names the processor) swapped in on the link. Only the key the
+    router-signed directory lists as the processor's active one is trusted."""
+    rogue = derive_key(PROCESSOR, KeyUse.SIGN, seed("second certificate"))
+    second = issue_party_certificate(
+        ROOT_KEY, PKI.root, rogue.key.public_key(), PROCESSOR, "processor", AT, 7
+    )
+    assert _refused(_document(second)) == "key_unknown"
+
+
+def test_a_key_or_certificate_the_router_revoked_is_not_trusted() -> None:
+    assert _refused(PKI.keys_document(key_status="revoked")) == "key_revoked"
+    serial = f"{PKI.certificate.serial_number:x}"
+    assert _refused(PKI.keys_document(revoked_serials=(serial,))) == "certificate_revoked"
+
+
+def test_a_key_without_a_directory_signed_by_the_schemes_router_is_not_trusted() -> None:
+    document = PKI.keys_document()
+    assert _refused({**document, "directory": None}) == "directory_invalid"
+    # The processor's own certificate is not a router's: its "directory" is refused.
+    processor_signed = {
+        **document,
+        "router_certificate": certificate_pem(PKI.certificate).decode("ascii"),
+    }
+    assert _refused(processor_signed) == "directory_invalid"
+    stale = NOW + 2 * 86_400
+    assert _refused(document, now=stale) == "message_expired"
 
 
 def test_a_key_without_its_certificate_is_not_trusted() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from semops.core.limits import PIN_ATTEMPTS_MAX
 from semops.service.app import JOSE
+from semops.store import processor as store
 from tests.processor.network import (
     Network,
     Node,
@@ -282,3 +283,49 @@ async def test_the_accounts_devices_are_told_of_codes_devices_and_resets(
     assert [n["kind"] for n in (await bystander.get(NOTICES)).json()["notices"]] == [
         "device_enrolled"
     ]
+
+
+@on_both
+async def test_a_reset_cannot_be_outrun_by_a_code_asked_for_at_the_same_moment(
+    network: Network,
+) -> None:
+    """Found in review: a thief with the phone and the PIN asked for a code while the bank
+    reset the account; a code issued after the reset then set the thief's PIN. Now the
+    device and the credential are checked, with the PIN, in the very transaction that
+    issues the code: a reset that committed first leaves it nothing to issue."""
+    bank = await network.add("bank-a")
+    wallet = await enrolled_wallet(bank)
+    customers = bank.processor.customers
+    real_authenticate = customers.authenticate
+    reset: dict[str, Any] = {}
+
+    async def reset_meanwhile(*args: Any) -> dict[str, Any]:
+        device = await real_authenticate(*args)
+        reset.update(await customers.reset_credentials(wallet.account_id))
+        return device
+
+    customers.authenticate = reset_meanwhile  # type: ignore[method-assign]
+    answer = await post(wallet, CODES, new_device_claims(wallet, wallet.pin))
+    customers.authenticate = real_authenticate  # type: ignore[method-assign]
+    assert (answer.status_code, answer.json()["code"]) == (403, "device_revoked")
+    usable = [row for row in await rows(bank, "activation_codes") if row["used_at"] is None]
+    assert [row["sets_pin"] for row in usable if row["expires_at"] > network.clock.now()] == [
+        True
+    ]  # only the reset's own code is left
+    thief = await Wallet(bank, device_key(), pin="6666").enrol(reset["activation_code"])
+    assert thief.status_code == 200  # whoever holds the reset's code chooses the PIN: the bank
+    # hands it over out of band, which is the point of a reset.
+
+
+async def test_a_code_for_a_further_device_never_sets_a_pin(network: Network) -> None:
+    """Defence in depth: should an account lose its PIN by any other path, a code issued for
+    a further device still cannot set one."""
+    bank = await network.add("bank-a")
+    wallet = await enrolled_wallet(bank)
+    code = await issue_code(bank, wallet.account_id)
+    async with bank.processor.context.database.write() as connection:
+        await connection.execute(store.credentials.delete())
+    refused = await Wallet(bank, device_key(), pin="6666").enrol(code)
+    assert (refused.status_code, refused.json()["code"]) == (403, "activation_invalid")
+    assert await rows(bank, "credentials") == []
+    assert len(await rows(bank, "devices")) == 1

@@ -296,13 +296,23 @@ async def test_a_refund_aborted_for_a_reason_about_the_payment_fails_with_it(
     assert await account_balance(mno, shop.account_id) == 1000
 
 
-async def test_a_refund_never_recorded_is_tried_again_after_its_expiry(network: Network) -> None:
+async def test_a_refund_never_recorded_is_sent_again_while_it_is_valid(network: Network) -> None:
     _, mno, wallet, shop, request_id = await paid_routed(network)
     network.router.mode = "down"
     assert (await shop.refund(request_id, 400)).json()["state"] == "in_doubt"
     network.router.mode = "normal"
-    assert await mno.processor.refunds.resolve_in_doubt() == 0
+    # The router has no record of it and it has not expired: the same attempt goes again.
+    assert await mno.processor.refunds.resolve_in_doubt() == 1
+    assert await wallet.balance() == 4000 + 400
+    await check_ledger(mno)
+
+
+async def test_a_refund_never_recorded_is_tried_again_after_its_expiry(network: Network) -> None:
+    _, mno, wallet, shop, request_id = await paid_routed(network)
+    network.router.mode = "down"
+    assert (await shop.refund(request_id, 400)).json()["state"] == "in_doubt"
     network.clock.advance(DEAD_AFTER_S)
+    network.router.mode = "normal"
     assert await mno.processor.refunds.resolve_in_doubt() == 0
     assert await account_balance(mno, shop.account_id) == 600
     network.clock.advance(REFUND_RETRY_DELAY_MAX_S)

@@ -200,7 +200,7 @@ async def test_a_directory_signed_by_a_non_router_is_refused(network: Network) -
             bank.processor.context.keys,
             network.clock.now(),
         )
-    assert refused.value.code == "certificate_invalid"
+    assert refused.value.code == "directory_invalid"  # one recipe: semops.protocol.directory
     with pytest.raises(SemopsError):
         verify_directory_document({"directory": "x.y.z"}, bank.processor.context.keys, 0)
 

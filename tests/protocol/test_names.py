@@ -58,6 +58,9 @@ BAD = {
     "a pile of combining marks": "Shop" + "\u0300\u0301\u0302\u0303\u0304\u0306",
     "the same mark twice": "Cafe\u0301\u0301",
     "a mark with nothing under it": "\u0301Cafe",
+    # Found in review: a mark on a space passed, and its name key differed from the name's.
+    "a mark on a space": "Alpha Bank \u0300",
+    "a mark on punctuation": "Shop-\u0301Y",
     "mixed Latin and Cyrillic": LOOKALIKE_CAFE,
     "mixed Latin and Greek": "\u0391lpha Bank",  # Greek capital Alpha
     "mixed digits": "Shop 1\u0662",

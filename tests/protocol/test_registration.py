@@ -37,7 +37,7 @@ from semops.protocol import (
     sign,
     sign_registration,
 )
-from semops.protocol.registration import ENTRY_FIELDS
+from semops.protocol.registration import ENTRY_FIELDS, OPERATOR_FIELDS
 
 from .helpers import (
     KEY_NOT_AFTER,
@@ -87,11 +87,19 @@ def test_the_same_entry_again_changes_nothing_whoever_signs_it() -> None:
         )
 
 
-@pytest.mark.parametrize("field", ENTRY_FIELDS)
+@pytest.mark.parametrize("field", sorted(set(ENTRY_FIELDS) - OPERATOR_FIELDS))
 def test_a_change_signed_by_the_current_key_takes_effect(field: str) -> None:
     proposed = entry(**{field: "changed"})
     assert decide_registration(registered(), proposed, frozenset({CURRENT.kid})) is (
         RegistrationDecision.UPDATE
+    )
+
+
+@pytest.mark.parametrize("field", sorted(OPERATOR_FIELDS))
+def test_how_a_participant_is_shown_is_changed_by_the_operator_only(field: str) -> None:
+    proposed = entry(**{field: "changed"})
+    assert decide_registration(registered(), proposed, frozenset({CURRENT.kid})) is (
+        RegistrationDecision.HOLD
     )
 
 
@@ -126,6 +134,8 @@ def test_the_decision_is_exactly_the_rule(
     decision = decide_registration(registered(revoked=revoked), proposed, vouched)
     if not changed:
         assert decision is RegistrationDecision.UNCHANGED
+    elif changed & OPERATOR_FIELDS:
+        assert decision is RegistrationDecision.HOLD
     elif current_vouches and not revoked:
         assert decision is RegistrationDecision.UPDATE
     else:

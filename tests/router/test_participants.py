@@ -220,12 +220,37 @@ async def test_a_participant_cannot_flood_the_operator(scheme: Scheme) -> None:
 
 async def test_a_change_signed_by_the_current_key_takes_effect_at_once(scheme: Scheme) -> None:
     before = scheme.kids()
-    answer = await scheme.register("bank-a", endpoint="https://127.0.0.1:10", display_name="AB")
+    answer = await scheme.register("bank-a", endpoint="https://127.0.0.1:10")
     assert answer.held is None
     entry = scheme.router.directory.entry("bank-a")
-    assert (entry.endpoint, entry.display_name) == ("https://127.0.0.1:10", "AB")
+    assert entry.endpoint == "https://127.0.0.1:10"
     assert scheme.kids() == before
     assert await scheme.rows(store.registrations) == []
+
+
+async def test_a_new_display_name_waits_for_the_operator_even_signed_by_the_current_key(
+    scheme: Scheme,
+) -> None:
+    """Wallets show "payee id at <processor name>": what a processor is called is the
+    scheme's to approve, not the processor's to change at will."""
+    answer = await scheme.register("bank-a", display_name="Alpha Bank Plc")
+    assert answer.held is not None
+    assert scheme.router.directory.entry("bank-a").display_name != "Alpha Bank Plc"
+    await scheme.router.participants.approve(answer.held)
+    assert scheme.router.directory.entry("bank-a").display_name == "Alpha Bank Plc"
+
+
+async def test_a_display_name_like_another_participants_is_refused(scheme: Scheme) -> None:
+    """Found in review: mno-b renamed itself to bank-a's name with its own key, so both
+    wallets showed "corner-cafe at <that name>" for two different shops."""
+    taken = scheme.router.directory.entry("bank-a").display_name
+    lookalike = taken.replace("l", "1").replace("o", "0")  # one script: passes UTS #39 alone
+    assert lookalike != taken
+    for name in (taken, taken.upper(), lookalike):
+        error = await refused(scheme.register("mno-b", "mno-b", display_name=name))
+        assert error.spec is E.NAME_CONFUSABLE, name
+    assert await scheme.rows(store.registrations) == []
+    assert scheme.router.directory.entry("mno-b").display_name != taken
 
 
 async def test_a_rotation_endorsed_by_the_current_key_goes_through(scheme: Scheme) -> None:
@@ -320,7 +345,10 @@ async def test_a_revoked_kid_is_refused_and_comes_back_only_through_the_operator
     # Paying *to* a participant that cannot sign its answer is refused up front.
     paid = scheme.prepare("mno-b", "mno-b", payee="bank-a")
     assert (await refused(paid)).spec is E.PROCESSOR_SUSPENDED
-    assert (await refused(scheme.register("bank-a"))).spec is E.KEY_REVOKED
+    # Its certificate was revoked with it, by serial (so it cannot open TLS either).
+    assert (await refused(scheme.register("bank-a"))).spec is E.CERTIFICATE_REVOKED
+    serial = serial_of(scheme.folder("bank-a"), "bank-a")
+    assert serial in scheme.router.revoked_serials
     # A new key endorsed by the revoked one is not vouched for: held.
     current = sign_key(scheme.folder("bank-a"), "bank-a")
     held = (await scheme.register("bank-a-next", current_key=current)).held

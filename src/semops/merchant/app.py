@@ -123,6 +123,11 @@ def create_merchant_app(
             NOTICES.labels(error.code).inc()
             raise
         NOTICES.labels("paid" if matched else "unmatched").inc()
+        # The webhook is public (the notice's signature is its credential, and a paying
+        # customer can read the notice from the public order view): its answer says only
+        # that the order is paid, never the merchant's view of it (refunds, keys).
+        if matched:
+            answer = {"order_id": answer["order_id"], "state": answer["state"]}
         return JSONResponse(answer, status_code=200 if matched else 202)
 
     add_pages(app, service, api_token, stream_limits or StreamLimits(), ORDERS.inc)

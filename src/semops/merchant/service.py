@@ -88,6 +88,11 @@ PAY_LINK_PREFIX: Final = "semops:pay?r="
 # flood of calls to the processor (one every ten seconds is nothing), while a rotation or
 # a key document refused once (an attacker on the link) is looked at again soon.
 KEYS_REFRESH_MIN_S: Final = 10
+# The trusted keys are checked against a fresh directory at least this often, so a key the
+# router revokes stops marking orders paid here within five minutes (one small call).
+KEYS_MAX_AGE_S: Final = 5 * 60
+# What a directory that checked out says about a trusted key: revoked; stop trusting it.
+_REVOKED: Final = frozenset({E.KEY_REVOKED.code, E.CERTIFICATE_REVOKED.code})
 _NO_ANSWER: Final = frozenset({E.TIMEOUT.code, E.UNAVAILABLE.code})
 _S = MerchantOrderState
 
@@ -181,12 +186,17 @@ class MerchantService:
         )
 
     async def _ring(self, *, refresh: bool = False) -> KeyRing:
-        """The processor's keys that chain to our trust anchor (fetched when unknown or,
-        on an unknown kid, again at most every KEYS_REFRESH_MIN_S). A key document that
-        does not chain changes nothing: the keys trusted before stay trusted."""
+        """The processor's keys that chain to our trust anchor (fetched when unknown, when
+        older than KEYS_MAX_AGE_S, and on an unknown kid at most every KEYS_REFRESH_MIN_S).
+        A key document that does not check out changes nothing (the keys trusted before
+        stay trusted), except a directory that checks out and says the key is revoked."""
         now = self.clock.now()
         fetched = self._keys.fetched_at
-        stale = fetched is None or (refresh and now - fetched >= KEYS_REFRESH_MIN_S)
+        stale = (
+            fetched is None
+            or now - fetched >= KEYS_MAX_AGE_S
+            or (refresh and now - fetched >= KEYS_REFRESH_MIN_S)
+        )
         if not stale:
             return self._keys.ring
         self._keys = _KeyCache(self._keys.ring, now)  # one fetch per interval, even failed
@@ -195,6 +205,8 @@ class MerchantService:
             records = trusted_keys(answer.json(), self.trust, now)
         except SemopsError as error:
             log.error("processor_key_untrusted", code=error.code, detail=error.detail)
+            if error.code in _REVOKED:  # the router's own word: nothing is trusted now
+                self._keys = _KeyCache(KeyRing(), now)
             raise
         self._keys = _KeyCache(KeyRing(records), now)
         return self._keys.ring
@@ -226,6 +238,25 @@ class MerchantService:
         wanted = checked_order(parse_input(OrderInput, document))
         order = parse_input(OrderInput, document)
         key = check_id(idempotency_key) if idempotency_key is not None else self._new_id("ik")
+        try:
+            row, fresh = await self._stored_order(order, wanted, key)
+        except IntegrityError:  # the same key, stored by a concurrent call a moment ago
+            row, fresh = await self._stored_order(order, wanted, key)
+        if row["state"] == _S.CREATING.value:
+            row = await self._create_at_processor(row, forget_if_refused=fresh)
+            if row["state"] == _S.CREATING.value:
+                raise SemopsError(
+                    E.UNAVAILABLE,
+                    "the processor did not answer; retry with the same Idempotency-Key",
+                    order_id=row["order_id"],
+                    idempotency_key=key,
+                )
+        return await self.view(row)
+
+    async def _stored_order(
+        self, order: OrderInput, wanted: dict[str, Any], key: str
+    ) -> tuple[dict[str, Any], bool]:
+        """(the order under this key, whether this call stored it): found, or stored now."""
         now = self.clock.now()
         fresh = False
         async with self.database.write() as connection:
@@ -262,16 +293,7 @@ class MerchantService:
                     "polled_at": now,
                 }
                 await store.insert_order(connection, row)
-        if row["state"] == _S.CREATING.value:
-            row = await self._create_at_processor(row, forget_if_refused=fresh)
-            if row["state"] == _S.CREATING.value:
-                raise SemopsError(
-                    E.UNAVAILABLE,
-                    "the processor did not answer; retry with the same Idempotency-Key",
-                    order_id=row["order_id"],
-                    idempotency_key=key,
-                )
-        return await self.view(row)
+        return row, fresh
 
     async def _create_at_processor(
         self, row: dict[str, Any], *, forget_if_refused: bool = False
@@ -334,16 +356,22 @@ class MerchantService:
     async def _move(
         self, row: dict[str, Any], event: MerchantOrderEvent, values: dict[str, Any]
     ) -> dict[str, Any]:
-        """One MERCHANT_ORDER step, applied only if nobody moved the order meanwhile."""
+        """One MERCHANT_ORDER step from the state the caller read, on the order locked for
+        this transaction (PostgreSQL; SQLite's writer lock serialises it); if another call
+        moved the order meanwhile, its outcome stands and is returned unchanged."""
         async with self.database.write() as connection:
-            current = await store.get_order(connection, row["order_id"])
+            current = await store.get_order(connection, row["order_id"], for_update=True)
             assert current is not None
+            if current["state"] != row["state"]:
+                # Moved by a concurrent call since the caller read it (the same order created
+                # twice at once, a notice racing the poller): that call's outcome stands.
+                return current
             target = MERCHANT_ORDER.next(MerchantOrderState(current["state"]), event)
             changes = {**values, "state": target.value, "updated_at": self.clock.now()}
             moved = await store.update_order(
                 connection, current["order_id"], current["state"], changes
             )
-            assert moved, "the write lock serialises order updates"
+            assert moved, "the order is locked: nobody moved it meanwhile"
             updated = await store.get_order(connection, current["order_id"])
         assert updated is not None
         self.changes.notify(row["order_id"])
@@ -477,6 +505,10 @@ class MerchantService:
         """(the refund under this key, its order): found, or checked and stored now."""
         now = self.clock.now()
         async with self.database.write() as connection:
+            # The order's lock first: refunds of one order are decided one after the other,
+            # and the key is looked up under it, so a concurrent call with the same key
+            # (PostgreSQL) finds the refund the first one stored instead of refunding again.
+            locked = await store.get_order(connection, order_id, for_update=True)
             found = await store.get_refund_by_key(connection, key)
             if found is not None:
                 if found["content_digest"] != digest:
@@ -484,8 +516,7 @@ class MerchantService:
                 row = await store.get_order(connection, found["order_id"])
                 assert row is not None
                 return found, row
-            # The order's lock: refunds of one order are decided one after the other.
-            row = await store.get_order(connection, order_id, for_update=True)
+            row = locked
             if row is None:
                 raise SemopsError(E.NOT_FOUND, "no such order")
             state = MerchantOrderState(row["state"])
@@ -550,7 +581,9 @@ class MerchantService:
             error_code = None
         now = self.clock.now()
         async with self.database.write() as connection:
-            refund = await store.get_refund(connection, refund_id)
+            # Locked: two calls carrying the processor's same answer (a retry with the same
+            # key, the poller) settle it one after the other, and the second finds it done.
+            refund = await store.get_refund(connection, refund_id, for_update=True)
             assert refund is not None
             if refund["state"] not in store.REFUND_UNSETTLED:
                 return refund  # already settled: a repeated answer changes nothing
@@ -558,7 +591,8 @@ class MerchantService:
                 connection, refund_id, {"state": state, "error_code": error_code, "updated_at": now}
             )
             if state == "completed":
-                row = await store.get_order(connection, refund["order_id"])
+                # Locked too: two refunds of one order completing at once add up, in turn.
+                row = await store.get_order(connection, refund["order_id"], for_update=True)
                 assert row is not None
                 refunded = row["refunded_minor"] + refund["amount_minor"]
                 event = refund_event(row["amount_minor"], refunded)

@@ -8,8 +8,13 @@ fetch decides nothing by itself. The backend holds a trust anchor set up once, o
 
 - the scheme root certificate and the id of its own processor: a fetched key is trusted
   only if the certificate sent with it (`signing_certificate`) chains to that root, names
-  that processor and is for signing (`semops.crypto.pki.validate_chain`), and the key is the
-  certificate's own (its kid is `make_kid(processor, certificate key)`); and/or
+  that processor and is for signing (`semops.crypto.pki.validate_chain`), the key is the
+  certificate's own (its kid is `make_kid(processor, certificate key)`), and the
+  router-signed directory sent with it (checked from the same root) lists that key as the
+  processor's active signing key and has not revoked the certificate. A certificate alone
+  is not enough: the root may have issued others for the same processor (an old one, whose
+  key was rotated away or revoked, or a rogue second one), and only the directory says
+  which key the processor registered; and/or
 - a pin: the RFC 7638 thumbprint of the processor's signing key, and only that key.
 
 With both, a key must pass both. A document that fails changes nothing: the keys trusted
@@ -28,9 +33,15 @@ from cryptography import x509
 
 from semops.core.errors import E, SemopsError
 from semops.core.limits import CERTIFICATE_PEM_MAX_CHARS
-from semops.crypto import KeyUse, PublicKeyRecord, make_kid, public_jwk, thumbprint
-from semops.crypto.pki import check_party_id, load_certificate_pem, validate_chain
-from semops.protocol import DirectoryKey
+from semops.crypto import KeyUse, PublicKeyRecord, make_kid, thumbprint
+from semops.crypto.pki import (
+    certificate_key_record,
+    check_party_id,
+    load_certificate_pem,
+    validate_chain,
+)
+from semops.protocol import Directory, DirectoryKey
+from semops.protocol.directory import listed_signing_key, verify_directory
 
 # Keys listed in one key document: a processor publishes its current key and perhaps the
 # next one during a rotation; a longer list is not a key document.
@@ -64,19 +75,6 @@ def check_key_pin(pin: str) -> str:
     if len(pin) != KEY_PIN_CHARS or not set(pin) <= alphabet:
         raise ValueError("a key pin is the key's RFC 7638 thumbprint (43 base64url characters)")
     return pin
-
-
-def certificate_key_record(owner: str, certificate: x509.Certificate) -> PublicKeyRecord:
-    """The signing key record a certificate vouches for (kid = owner:thumbprint)."""
-    jwk = public_jwk(certificate.public_key())  # type: ignore[arg-type]
-    return PublicKeyRecord(
-        kid=make_kid(owner, jwk),
-        owner=owner,
-        use=KeyUse.SIGN,
-        jwk=jwk,
-        not_before=int(certificate.not_valid_before_utc.timestamp()),
-        not_after=int(certificate.not_valid_after_utc.timestamp()),
-    )
 
 
 def key_records_from(document: Any) -> list[PublicKeyRecord]:
@@ -128,11 +126,26 @@ def _certified(
         raise SemopsError(E.CERTIFICATE_INVALID, "the certificate cannot be read") from None
     at = datetime.fromtimestamp(now, UTC)
     validate_chain(certificate, root, at, expected_party=processor_id, expected_usage="sign")
-    record = certificate_key_record(processor_id, certificate)
+    record = certificate_key_record(processor_id, certificate, KeyUse.SIGN)
     listed = key_records_from(document) if "signing_key" in document else [record]
     if all(item.kid != record.kid or item.jwk != record.jwk for item in listed):
         raise SemopsError(E.KEY_UNKNOWN, "the key listed is not the certified one")
-    return record
+    directory = _directory(document, root, now)
+    return listed_signing_key(directory, processor_id, record, certificate.serial_number, now)
+
+
+def _directory(document: dict[str, Any], root: x509.Certificate, now: int) -> Directory:
+    """The router-signed directory sent with the key, checked from the scheme root."""
+    token, pem = document.get("directory"), document.get("router_certificate")
+    if not isinstance(token, str) or not isinstance(pem, str) or not pem.isascii():
+        raise SemopsError(E.DIRECTORY_INVALID, "the processor sent no signed directory")
+    if len(pem) > CERTIFICATE_PEM_MAX_CHARS:
+        raise SemopsError(E.CERTIFICATE_INVALID, "the router certificate is too large")
+    try:
+        router_certificate = load_certificate_pem(pem.encode("ascii"))
+    except ValueError:
+        raise SemopsError(E.CERTIFICATE_INVALID, "the router certificate cannot be read") from None
+    return verify_directory(token, router_certificate, root, now)
 
 
 def trusted_keys(document: Any, trust: ProcessorTrust, now: int) -> list[PublicKeyRecord]:
@@ -158,7 +171,6 @@ def trusted_keys(document: Any, trust: ProcessorTrust, now: int) -> list[PublicK
 __all__ = [
     "KEY_PIN_CHARS",
     "ProcessorTrust",
-    "certificate_key_record",
     "check_key_pin",
     "key_records_from",
     "trusted_keys",

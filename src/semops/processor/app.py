@@ -30,7 +30,6 @@ from semops.core.limits import (
 )
 from semops.processor.backoffice import backoffice_router
 from semops.processor.device_calls import calling_device
-from semops.processor.notices import OPERATOR
 from semops.processor.service import Processor
 from semops.processor.wallet_web import wallet_web_router
 from semops.protocol.messages import (
@@ -289,10 +288,14 @@ def _add_merchant(app: FastAPI, processor: Processor) -> None:
         keys = processor.context.keys
         # The certificate lets the merchant chain the key to the scheme root it holds: a key
         # fetched over a link an attacker may sit on is trusted only that way (or pinned).
+        # The router-signed directory says whether the key is still the registered one and
+        # not revoked: a certificate alone would also vouch for an old or a rogue key.
         return {
             "processor_id": config["processor_id"],
             "signing_key": config["signing_key"],
             "signing_certificate": keys.pem(keys.sign_certificate),
+            "directory": config["directory"],
+            "router_certificate": config["router_certificate"],
         }
 
 
@@ -364,7 +367,7 @@ def _add_admin(app: FastAPI, processor: Processor) -> None:
         """A further code for an existing customer (a new phone); enrolling with it proves
         the customer's PIN. Announced to the customer's devices."""
         operator(authorization)
-        return await customers.issue_activation_code(account_id, OPERATOR)
+        return await customers.issue_activation_code(account_id)
 
     @app.get("/v1/admin/position")
     async def position(authorization: Authorization = None) -> dict[str, Any]:

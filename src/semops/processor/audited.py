@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from semops.audit.log import AuditLog
 from semops.processor.context import Context
 from semops.processor.enrolment import Customers
+from semops.processor.notices import CUSTOMER
 from semops.processor.payee import Payee
 from semops.processor.payees import Payees
 from semops.processor.payer import Payer
@@ -51,9 +52,18 @@ class AuditedCustomers(Customers):
         )
         return result
 
-    async def issue_activation_code(self, account_id: str, actor: str = OPERATOR) -> dict[str, Any]:
-        result = await super().issue_activation_code(account_id, actor)
+    async def issue_activation_code(
+        self, account_id: str, *, actor: str = OPERATOR
+    ) -> dict[str, Any]:
+        result = await super().issue_activation_code(account_id)
         await self.audit.record("activation_code_issued", actor, {"account_id": account_id})
+        return result
+
+    async def issue_code_for_device(self, account_id: str, kid: str, pin: str) -> dict[str, Any]:
+        result = await super().issue_code_for_device(account_id, kid, pin)
+        await self.audit.record(
+            "activation_code_issued", CUSTOMER, {"account_id": account_id, "kid": kid}
+        )
         return result
 
     async def revoke_device(self, kid: str, *, actor: str = OPERATOR) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -48,8 +47,8 @@ from semops.core.limits import (
     ROUTER_QUERY_TIMEOUT_S,
 )
 from semops.crypto import KeyRing, KeyUse, PrivateKey, private_key_for
-from semops.crypto.pki import certificate_pem, load_certificate_pem, validate_chain
-from semops.processor.keys import ProcessorKeys, certificate_record
+from semops.crypto.pki import certificate_pem, load_certificate_pem
+from semops.processor.keys import ProcessorKeys
 from semops.processor.metrics import Metrics
 from semops.processor.settings import ProcessorSettings
 from semops.protocol import (
@@ -62,6 +61,7 @@ from semops.protocol import (
     open_signed,
     sign_registration,
 )
+from semops.protocol.directory import verify_directory
 from semops.service.files import read_private_key
 from semops.service.http import error_from_problem
 
@@ -138,16 +138,7 @@ def verify_directory_document(document: Any, keys: ProcessorKeys, now: int) -> D
         certificate = load_certificate_pem(certificate_text.encode("ascii"))
     except ValueError as error:
         raise SemopsError(E.CERTIFICATE_INVALID, "the router certificate cannot be read") from error
-    at = datetime.fromtimestamp(now, UTC)
-    identity = validate_chain(certificate, keys.root_certificate, at, expected_usage="sign")
-    if identity.role != "router":
-        raise SemopsError(E.CERTIFICATE_INVALID, "the directory is not signed by a router")
-    router_record = certificate_record(identity.party_id, certificate, KeyUse.SIGN)
-    directory = open_signed(
-        token, Directory, KeyRing([router_record]), now, expected_signer=identity.party_id
-    ).message
-    if directory.router_id != identity.party_id:
-        raise SemopsError(E.DIRECTORY_INVALID, "the directory names another router")
+    directory = verify_directory(token, certificate, keys.root_certificate, now)
     return DirectorySnapshot(
         directory=directory,
         token=token,
@@ -278,9 +269,25 @@ class DirectoryCache:
         return verify_directory_document(document, self.keys, self.clock.now())
 
     async def refresh(self) -> None:
-        """Fetch, verify and install the directory; errors propagate."""
+        """Fetch, verify and install the directory; errors propagate. The router refusing
+        our own certificate as revoked (a revoked serial, or the certificate of a revoked
+        key) is the loudest difference there is: the alarm goes up, as for the entry."""
         reply = await self.link.call("GET", "/v1/directory", timeout_s=ROUTER_QUERY_TIMEOUT_S)
-        self.install(self._parse(reply))
+        try:
+            snapshot = self._parse(reply)
+        except SemopsError as error:
+            if error.spec is E.CERTIFICATE_REVOKED:
+                self._alarm(("certificate_revoked",))
+            raise
+        self.install(snapshot)
+
+    def _alarm(self, differences: tuple[str, ...]) -> None:
+        processor_id = self.settings.processor_id
+        for difference in differences:
+            log.error("directory_entry_mismatch", processor=processor_id, kind=difference)
+        self.entry_differences = differences
+        if self.metrics is not None:
+            self.metrics.directory_entry_mismatch.set(len(differences))
 
     async def refresh_if_allowed(self) -> bool:
         """Refresh unless one happened moments ago; False if nothing was fetched."""

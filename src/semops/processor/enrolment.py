@@ -130,7 +130,9 @@ class Customers:
                     "created_at": now,
                 },
             )
-            await insert_activation_code(connection, code, customer_id, account_id, now)
+            await insert_activation_code(
+                connection, code, customer_id, account_id, now, sets_pin=True
+            )
             if deposit_minor is not None:
                 await self._deposit(connection, account_id, deposit_minor, "initial deposit", now)
         log.info("customer_created", currency=currency)
@@ -218,7 +220,9 @@ class Customers:
             if customer is None:
                 raise SemopsError(E.ACCOUNT_UNKNOWN, "no customer has this account")
             revoked = await store.reset_credentials(connection, account_id, now)
-            await insert_activation_code(connection, code, customer["customer_id"], account_id, now)
+            await insert_activation_code(
+                connection, code, customer["customer_id"], account_id, now, sets_pin=True
+            )
             await announce(connection, account_id, NoticeKind.CREDENTIAL_RESET, OPERATOR, now)
         log.warning("credential_reset_by_operator", kind="audit")
         return {
@@ -348,6 +352,10 @@ class Customers:
         account_id = code["account_id"]
         credential = await store.get_row(connection, store.credentials, account_id, for_update=True)
         if credential is None:
+            if not code["sets_pin"]:
+                # A code for a further device, on an account whose PIN was reset since: it
+                # must never set the PIN (only the reset's own code does).
+                raise SemopsError(E.ACTIVATION_INVALID)
             await self._store_pin(connection, account_id, pin, now)
         else:
             refusal = await self._attempt_pin(connection, credential, pin, now)
@@ -476,21 +484,67 @@ class Customers:
         async with self.context.database.read() as connection:
             return await account_notices(connection, account_id)
 
-    async def issue_activation_code(self, account_id: str, actor: str) -> dict[str, Any]:
-        """A further activation code for an existing customer, announced to its devices.
-        Enrolling with it proves the account's PIN, unless the account has none. `actor`
-        is CUSTOMER (asked from an enrolled device) or names the bank's operator."""
+    async def issue_activation_code(self, account_id: str) -> dict[str, Any]:
+        """A further activation code the bank issues for an existing customer (a new phone),
+        announced to its devices. Enrolling with it proves the account's PIN, unless the
+        account never had one."""
         now = self.context.clock.now()
         code = make_activation_code()
         async with self.context.database.write() as connection:
             customer = await store.find_row(connection, store.customers, account_id=account_id)
             if customer is None:
                 raise SemopsError(E.ACCOUNT_UNKNOWN)
-            await insert_activation_code(connection, code, customer["customer_id"], account_id, now)
-            notice_actor = CUSTOMER if actor == CUSTOMER else OPERATOR
-            await announce(
-                connection, account_id, NoticeKind.ACTIVATION_CODE_ISSUED, notice_actor, now
+            # An account that never chose a PIN (its first code lost or expired) chooses it
+            # with this code; any other enrols a further device, which proves the PIN.
+            credential = await store.get_row(
+                connection, store.credentials, account_id, for_update=True
             )
+            await insert_activation_code(
+                connection,
+                code,
+                customer["customer_id"],
+                account_id,
+                now,
+                sets_pin=credential is None,
+            )
+            await announce(connection, account_id, NoticeKind.ACTIVATION_CODE_ISSUED, OPERATOR, now)
+        log.info("activation_code_issued", kind="audit")
+        return {"activation_code": code, "expires_at": now + ACTIVATION_CODE_TTL_S}
+
+    async def issue_code_for_device(self, account_id: str, kid: str, pin: str) -> dict[str, Any]:
+        """A code to add a device, asked for by the enrolled device `kid` and approved with
+        the PIN. One transaction: the credential must still exist, the device must still be
+        active and the PIN right (counted like any attempt), so a reset committing at the
+        same moment cannot be outrun by a code that would then set a new PIN; and the code
+        never sets one (`sets_pin` false)."""
+        now = self.context.clock.now()
+        code = make_activation_code()
+        refusal: SemopsError | None = None
+        async with self.context.database.write() as connection:
+            credential = await store.get_row(
+                connection, store.credentials, account_id, for_update=True
+            )
+            device = await store.get_row(connection, store.devices, kid, for_update=True)
+            if device is None or device["account_id"] != account_id:
+                raise SemopsError(E.DEVICE_UNKNOWN)
+            if device["status"] != "active":
+                raise SemopsError(E.DEVICE_REVOKED)
+            if credential is None:
+                raise SemopsError(E.FORBIDDEN, "no PIN is set for this account")
+            refusal = await self._attempt_pin(connection, credential, pin, now)
+            if refusal is None:
+                customer = await store.find_row(connection, store.customers, account_id=account_id)
+                if customer is None:
+                    raise SemopsError(E.ACCOUNT_UNKNOWN)
+                await insert_activation_code(
+                    connection, code, customer["customer_id"], account_id, now, sets_pin=False
+                )
+                await announce(
+                    connection, account_id, NoticeKind.ACTIVATION_CODE_ISSUED, CUSTOMER, now
+                )
+        if refusal is not None:  # raised after the commit: the attempt counts
+            self._count_refusal(refusal)
+            raise refusal
         log.info("activation_code_issued", kind="audit")
         return {"activation_code": code, "expires_at": now + ACTIVATION_CODE_TTL_S}
 
@@ -549,9 +603,11 @@ class Customers:
 
 
 async def insert_activation_code(
-    connection: Any, code: str, customer_id: str, account_id: str, now: int
+    connection: Any, code: str, customer_id: str, account_id: str, now: int, *, sets_pin: bool
 ) -> None:
-    """Store a new code as its digest only; it is shown once to whoever issued it."""
+    """Store a new code as its digest only; it is shown once to whoever issued it.
+    `sets_pin`: whether enrolling with it may set the PIN of an account that has none
+    (a new account's code, a reset's); a code for a further device never may."""
     await store.insert_row(
         connection,
         store.activation_codes,
@@ -562,6 +618,7 @@ async def insert_activation_code(
             "expires_at": now + ACTIVATION_CODE_TTL_S,
             "used_at": None,
             "created_at": now,
+            "sets_pin": sets_pin,
         },
     )
 

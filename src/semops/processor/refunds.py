@@ -17,8 +17,9 @@ Theory of operation (DESIGN.md §3 "Refund", §5):
   a new attempt under a new network refund id -- the old reservation is voided and the
   money reserved again under the new id, in one transaction -- sent after a growing wait,
   until the retry window ends and it fails as `refund_not_completed`. A refusal that may
-  pass (a processor suspended, a cap) is never taken as "not recorded": the router records
-  a refund before it looks at the receiver, so it is asked about like an unanswered one.
+  pass (the router's neutral `unavailable` when the receiver cannot take it now, a cap) is
+  never taken as "not recorded": it is asked about like an unanswered attempt, which is
+  safe whether or not the router kept it.
 - Receiving (the payer's processor). The router forwards the RefundTransfer verbatim. The
   processor finds its own outbound transfer, checks the total against what was paid,
   records the pending credit and answers a signed RefundResult. The customer is credited
@@ -216,6 +217,10 @@ class Refunds:
         return {**row, "state": state.value, "decided_at": now}
 
     async def _send(self, row: dict[str, Any], now: int) -> dict[str, Any] | None:
+        """Send the attempt `row`. The message is made from the row alone (its creation is
+        the attempt's start, TRANSFER_TTL_DEFAULT_S before its expiry), so sending it again
+        sends the same content: the router takes a copy as the same refund, never as
+        another one or a conflict."""
         message = RefundTransfer(
             refund_id=row["refund_id"],
             transfer_id=row["transfer_id"],
@@ -223,7 +228,7 @@ class Refunds:
             amount_minor=row["amount_minor"],
             currency=row["currency"],
             reason=row["reason"],
-            created_at=now,
+            created_at=min(now, row["expires_at"] - TRANSFER_TTL_DEFAULT_S),
             expires_at=row["expires_at"],
         )
         verdict = await send_to_router(self.context, REFUNDS_PATH, self.context.sign(message))
@@ -333,6 +338,10 @@ class Refunds:
             return await self._send_attempt(row["refund_id"])
         verdict = await ask_router(self.context, row["refund_id"])
         if verdict.refused is not None and verdict.refused.spec is E.NOT_FOUND:
+            if now < row["expires_at"]:
+                # Not recorded (lost, or refused while the receiver could not take it):
+                # the same attempt again, while the router would still take it.
+                return await self._send(row, now)
             if now < row["expires_at"] + CLOCK_SKEW_MAX_S:
                 return None  # not recorded yet, but it still could be
             # Never recorded, and now it never can be: this attempt is dead.

@@ -96,11 +96,14 @@ def text_problem(text: str) -> str | None:
 
 def _marks_problem(text: str) -> str | None:
     marks: list[str] = []
-    for index, character in enumerate(unicodedata.normalize("NFD", text)):
+    base = ""
+    for character in unicodedata.normalize("NFD", text):
         if not _MARK.match(character):
-            marks = []
+            marks, base = [], character
             continue
-        if index == 0:
+        if not _LETTER_OR_DIGIT.match(base):
+            # On nothing, a space or punctuation a mark draws something that is not in the
+            # name's skeleton ("Alpha Bank" + a grave on a trailing space).
             return "a combining mark needs a letter to sit on"
         if marks and marks[-1] == character:
             return "the same combining mark twice on one letter is not allowed"

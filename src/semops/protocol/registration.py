@@ -16,6 +16,10 @@ take bank-a's place in the directory. Hence:
   endpoint, a new encryption key), or the registration carries an endorsement it signed
   (a new signing key: the new key signs the registration, proving possession; the current
   key signs the digest of the rest, proving consent; `sign_registration`).
+- A new kind or display name is held even when the current key vouches for it: wallets
+  tell payees apart by "payee id at <processor name>", so what a processor is called is
+  the scheme's to approve, not the processor's to change (and a name that looks like
+  another participant's is refused outright, by the router, with `name_confusable`).
 - Anything else is *held*: stored for the scheme operator, who approves or rejects it on
   the operator port. Nothing in the directory changes until then. In particular a
   participant whose current key is revoked comes back only through the operator.
@@ -42,6 +46,8 @@ from semops.protocol.messages import (
 
 # The fields of a directory entry a registration sets, in the order they are compared.
 ENTRY_FIELDS = ("sign_certificate", "enc_certificate", "endpoint", "kind", "display_name")
+# What only the scheme operator changes: how the participant is shown to payers.
+OPERATOR_FIELDS = frozenset({"kind", "display_name"})
 
 
 class RegistrationDecision(StrEnum):
@@ -99,8 +105,11 @@ def decide_registration(
     """
     if current is None:
         return RegistrationDecision.ADMIT
-    if not proposed.changes_from(current.entry):
+    changes = proposed.changes_from(current.entry)
+    if not changes:
         return RegistrationDecision.UNCHANGED
+    if OPERATOR_FIELDS.intersection(changes):
+        return RegistrationDecision.HOLD
     if current.sign_kid in vouched_by and not current.sign_key_revoked:
         return RegistrationDecision.UPDATE
     return RegistrationDecision.HOLD

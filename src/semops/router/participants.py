@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from cryptography import x509
+from sqlalchemy.exc import IntegrityError
 
 from semops.core.errors import E, SemopsError
 from semops.core.limits import (
@@ -62,6 +63,7 @@ from semops.protocol import (
     registration_id_of,
     require_same_party,
 )
+from semops.protocol.names import name_key
 from semops.store import router as store
 
 if TYPE_CHECKING:
@@ -154,6 +156,22 @@ class Participants:
         router = self.router
         now = router.clock.now()
         certified = self._verify(token, now, tls_party)
+        owner = certified.participant_id
+        try:
+            decision, held = await self._register(certified, now)
+        except IntegrityError:
+            # Two first registrations of one participant at once (PostgreSQL): the one that
+            # lost decides again, against the row the other one wrote (held, or unchanged).
+            decision, held = await self._register(certified, now)
+        if decision in (RegistrationDecision.ADMIT, RegistrationDecision.UPDATE):
+            log.info("participant_registered", participant=owner, kid=certified.sign_kid)
+            await router.rebuild_directory()
+        return RegistrationAnswer(router.directory_document(), held)
+
+    async def _register(
+        self, certified: Certified, now: int
+    ) -> tuple[RegistrationDecision, str | None]:
+        router = self.router
         registration, owner = certified.registration, certified.participant_id
         proposed = EntryState.of(registration)
         held: str | None = None
@@ -170,6 +188,8 @@ class Participants:
                 if endorsed is not None:
                     vouched.add(endorsed)
             decision = decide_registration(current, proposed, frozenset(vouched))
+            if decision is not RegistrationDecision.UNCHANGED:
+                await self._refuse_lookalike(connection, owner, registration.display_name)
             if decision is RegistrationDecision.ADMIT:
                 await self._admit(connection, certified, now)
             elif decision is RegistrationDecision.UPDATE:
@@ -182,10 +202,18 @@ class Participants:
             elif decision is RegistrationDecision.HOLD:
                 assert current is not None
                 held = await self._hold(connection, certified, current, now)
-        if decision in (RegistrationDecision.ADMIT, RegistrationDecision.UPDATE):
-            log.info("participant_registered", participant=owner, kid=certified.sign_kid)
-            await router.rebuild_directory()
-        return RegistrationAnswer(router.directory_document(), held)
+        return decision, held
+
+    @staticmethod
+    async def _refuse_lookalike(connection: Any, owner: str, display_name: str) -> None:
+        """Refuse a display name a payer could take for another participant's: wallets show
+        "payee id at <processor name>", so two processors must never look alike there."""
+        key = name_key(display_name)
+        for row in await store.list_participants(connection):
+            if row["participant_id"] != owner and name_key(row["display_name"]) == key:
+                raise SemopsError(
+                    E.NAME_CONFUSABLE, "another participant has a name that looks the same"
+                )
 
     def _verify(self, token: str, now: int, tls_party: str) -> Certified:
         # The key that signed the registration comes from the certificate inside it, so
@@ -232,8 +260,10 @@ class Participants:
         return Registered(_entry_of(row), kid, bool(revoked_kid or revoked_serial))
 
     async def _admit(self, connection: Any, certified: Certified, now: int) -> None:
+        """A participant's first entry: an insert, never an overwrite (a concurrent first
+        registration fails on the key and is decided again, see `register`)."""
         registration = certified.registration
-        await store.save_participant(
+        await store.insert_participant(
             connection,
             {
                 "participant_id": registration.participant_id,
@@ -375,6 +405,7 @@ class Participants:
             await self._refuse_revoked(connection, certified)
             owner = row["participant_id"]
             existing = await store.get_participant_for_update(connection, owner)
+            await self._refuse_lookalike(connection, owner, certified.registration.display_name)
             if existing is None:
                 await self._admit(connection, certified, now)
             else:
@@ -467,7 +498,8 @@ class Participants:
             raise SemopsError(E.FORBIDDEN, "the router's own key is replaced, not revoked")
         now = router.clock.now()
         async with router.database.write() as connection:
-            if await store.get_participant(connection, participant_id) is None:
+            row = await store.get_participant(connection, participant_id)
+            if row is None:
                 raise SemopsError(E.PROCESSOR_UNKNOWN)
             revoked = await store.insert_revocation(
                 connection,
@@ -480,14 +512,48 @@ class Participants:
                     "revoked_by": actor,
                 },
             )
+            # The registered certificate of that key is revoked with it, by serial: a key
+            # that is no longer trusted must not open a TLS connection either, and the
+            # serial stays listed until the certificate expires, after the key itself has
+            # left the directory.
+            serial = await self._revoke_certificate_of(connection, row, kid, now, actor)
             if revoked:
-                await router.audit.append(
-                    connection, "key_revoked", actor, {"participant_id": participant_id, "kid": kid}
-                )
+                data = {"participant_id": participant_id, "kid": kid}
+                if serial is not None:
+                    data["serial"] = serial
+                await router.audit.append(connection, "key_revoked", actor, data)
         if revoked:
             log.warning("key_revoked", participant=participant_id, kid=kid)
             await router.rebuild_directory()
         return {"participant_id": participant_id, "kid": kid, "newly_revoked": revoked}
+
+    @staticmethod
+    async def _revoke_certificate_of(
+        connection: Any, row: dict[str, Any], kid: str, now: int, actor: str
+    ) -> str | None:
+        """Revoke the serial of the participant's registered certificate whose key is `kid`
+        (its serial as written, or None when no registered certificate has that key)."""
+        owner = row["participant_id"]
+        for column, use in (("sign_certificate", KeyUse.SIGN), ("enc_certificate", KeyUse.ENCRYPT)):
+            certificate = _certificate(row[column])
+            if certificate_key_record(owner, certificate, use).kid != kid:
+                continue
+            if await store.count_listed_serials(connection, now) >= REVOKED_SERIALS_MAX:
+                raise SemopsError(E.REVOCATIONS_FULL)
+            text = serial_text(certificate.serial_number)
+            await store.insert_revocation(
+                connection,
+                {
+                    "kind": "serial",
+                    "value": text,
+                    "participant_id": owner,
+                    "revoked_at": now,
+                    "listed_until": int(certificate.not_valid_after_utc.timestamp()),
+                    "revoked_by": actor,
+                },
+            )
+            return text
+        return None
 
     async def revoke_certificate(self, serial: int, actor: str = "operator") -> dict[str, Any]:
         """Revoke a certificate by serial, known to the router or not (audited)."""

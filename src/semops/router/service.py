@@ -742,6 +742,7 @@ class Router:
                     connection, refund.payee_processor, refund.currency, refund.amount_minor
                 )
                 receiver = original["payer_processor"]
+                self._deliverable_refund(receiver)
                 await store.insert_transfer(
                     connection,
                     {
@@ -764,8 +765,15 @@ class Router:
                 )
         if existing is not None:
             return Outcome(self._status_token(existing), existing["state"] != "reserved")
-        receiver_entry = self._active(receiver)
-        result = await self._ask_refund_receiver(receiver_entry, token, refund)
+        try:
+            receiver_entry = self._active(receiver)
+        except SemopsError:  # suspended since: undecided, and aborted at expiry by the sweeper
+            receiver_entry = None
+        result = (
+            await self._ask_refund_receiver(receiver_entry, token, refund)
+            if receiver_entry is not None
+            else None
+        )
         if result is None:
             async with self.database.read() as connection:
                 row = await store.get_transfer(connection, refund.refund_id)
@@ -776,6 +784,19 @@ class Router:
         return await self._decide(
             refund.refund_id, RouterTransferEvent.REJECTED, result.reason_code, None
         )
+
+    def _deliverable_refund(self, receiver: str) -> None:
+        """Refuse, before anything is recorded, a refund whose receiver (the original payer's
+        processor) cannot take it now, and without saying why: the refund's sender is the
+        payee side, which must learn neither that processor's identity nor its state
+        (DESIGN.md §5; a "suspended" answer, with the public directory, would name it). The
+        sender tries again with the same message while it is valid."""
+        try:
+            self._active(receiver)
+        except SemopsError:
+            raise SemopsError(
+                E.UNAVAILABLE, "the refund cannot be delivered now; try again"
+            ) from None
 
     async def _ask_refund_receiver(
         self, receiver: DirectoryEntry, token: str, refund: RefundTransfer

@@ -114,6 +114,9 @@ class BodyLimit:
         await self.app(scope, bounded_receive, send)
 
 
+_UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
 class StrictJson:
     """Refuse (400 `malformed`) a JSON body with a duplicate key, before any route reads it.
 
@@ -151,7 +154,12 @@ class StrictJson:
             received.append(message)
             body += message.get("body", b"")
             more = message["type"] == "http.request" and message.get("more_body", False)
-        if body.lstrip()[:1] not in (b"{", b"["):
+        start = body.lstrip()
+        if start.startswith(_UTF8_BOM):
+            # RFC 8259 §8.1: JSON text carries no byte order mark. Python's json.loads (and so
+            # FastAPI) skips one, so a BOM in front would carry duplicates past this check.
+            raise SemopsError(E.MALFORMED, "a JSON body starts with no byte order mark")
+        if start[:1] not in (b"{", b"["):
             return
         while more:
             message = await receive()

@@ -232,9 +232,14 @@ async def insert_refund(connection: AsyncConnection, row: dict[str, Any]) -> Non
     await connection.execute(insert(refunds).values(**row))
 
 
-async def get_refund(connection: AsyncConnection, refund_id: str) -> dict[str, Any] | None:
-    result = await connection.execute(select(refunds).where(refunds.c.refund_id == refund_id))
-    row = result.mappings().first()
+async def get_refund(
+    connection: AsyncConnection, refund_id: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    """A refund; `for_update` locks it to the end of the transaction (PostgreSQL)."""
+    query = select(refunds).where(refunds.c.refund_id == refund_id)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).mappings().first()
     return dict(row) if row is not None else None
 
 

@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -114,6 +115,9 @@ activation_codes = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("used_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # Whether enrolling with it may set the PIN of an account without one (a new account's
+    # code, a reset's); a code for a further device never may (DESIGN.md §6).
+    Column("sets_pin", Boolean, nullable=False, server_default=true()),
 )
 
 devices = Table(

@@ -201,6 +201,11 @@ async def save_participant(connection: AsyncConnection, row: dict[str, Any]) -> 
     await connection.execute(upsert(connection, participants, row, ["participant_id"], update))
 
 
+async def insert_participant(connection: AsyncConnection, row: dict[str, Any]) -> None:
+    """A participant's first row (IntegrityError if it exists meanwhile)."""
+    await connection.execute(insert(participants).values(**row))
+
+
 async def list_participants(connection: AsyncConnection) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(participants).order_by(participants.c.participant_id).limit(DIRECTORY_ENTRIES_MAX)

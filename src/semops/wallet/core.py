@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from cryptography import x509
@@ -58,7 +57,7 @@ from semops.crypto import (
     public_jwk,
 )
 from semops.crypto.keys import make_kid
-from semops.crypto.pki import load_certificate_pem, validate_chain
+from semops.crypto.pki import load_certificate_pem
 from semops.protocol import (
     DeviceAuth,
     Directory,
@@ -72,6 +71,7 @@ from semops.protocol import (
     open_signed,
     sign,
 )
+from semops.protocol.directory import verify_directory
 
 # The owner part of every device kid: the processor checks kid == make_kid("device", jwk).
 DEVICE_KEY_OWNER: Final = "device"
@@ -172,18 +172,6 @@ def _pem(document: dict[str, Any], member: str) -> x509.Certificate:
         raise SemopsError(E.DIRECTORY_INVALID, f"the configuration's {member} is not PEM") from None
 
 
-def _router_record(certificate: x509.Certificate, owner: str) -> PublicKeyRecord:
-    jwk = public_jwk(certificate.public_key())  # type: ignore[arg-type]
-    return PublicKeyRecord(
-        kid=make_kid(owner, jwk),
-        owner=owner,
-        use=KeyUse.SIGN,
-        jwk=jwk,
-        not_before=int(certificate.not_valid_before_utc.timestamp()),
-        not_after=int(certificate.not_valid_after_utc.timestamp()),
-    )
-
-
 def verify_config(document: Any, now: int, *, pinned_root_pem: str | None = None) -> TrustedConfig:
     """Check a `/v1/wallet/config` document: root (pinned if given), router certificate,
     signed directory, and that its encryption key is the one the directory publishes."""
@@ -194,18 +182,10 @@ def verify_config(document: Any, now: int, *, pinned_root_pem: str | None = None
     if pinned_root_pem is not None and load_certificate_pem(pinned_root_pem.encode()) != root:
         raise SemopsError(E.CERTIFICATE_INVALID, "the processor now names another scheme root")
     router_certificate = _pem(document, "router_certificate")
-    identity = validate_chain(
-        router_certificate, root, datetime.fromtimestamp(now, UTC), expected_usage="sign"
-    )
-    if identity.role != "router":
-        raise SemopsError(E.DIRECTORY_INVALID, "the directory is not signed by the router")
     token = document["directory"]
     if not isinstance(token, str):
         raise SemopsError(E.DIRECTORY_INVALID, "the directory is missing")
-    ring = KeyRing([_router_record(router_certificate, identity.party_id)])
-    directory = open_signed(token, Directory, ring, now, expected_signer=identity.party_id).message
-    if directory.router_id != identity.party_id:
-        raise SemopsError(E.DIRECTORY_INVALID, "the directory names another router")
+    directory = verify_directory(token, router_certificate, root, now)
     processor_id = document["processor_id"]
     if not isinstance(processor_id, str):
         raise SemopsError(E.DIRECTORY_INVALID, "the processor id is missing")

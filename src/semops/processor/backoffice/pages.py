@@ -561,7 +561,7 @@ def _add_actions(router: APIRouter, office: BackOffice) -> None:
         """A further code for a customer's new phone; enrolling with it proves the PIN."""
         session, _ = await office.posted(request)
         account_id = _checked(account_id, _ACCOUNT_ID, "account")
-        issued = await office.customers.issue_activation_code(account_id, session.actor)
+        issued = await office.customers.issue_activation_code(account_id, actor=session.actor)
         log.info("backoffice_activation_code_issued", session=session.ref)
         session.flash("code", issued["activation_code"])
         session.flash(

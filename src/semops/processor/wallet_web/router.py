@@ -230,7 +230,9 @@ def _add_api(router: APIRouter, processor: Processor) -> None:
         """A code to enrol another device on this account; the PIN must approve it."""
         caller = await device(request, authorization)
         body: NewDeviceBody = _parse(NewDeviceBody, await request.body())
-        issued = await new_activation_code(processor, caller["account_id"], body.model_dump())
+        issued = await new_activation_code(
+            processor, caller["account_id"], caller["kid"], body.model_dump()
+        )
         return _private_json(issued, status_code=201)
 
 
