@@ -24,8 +24,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from semops.crypto import KeyUse, PrivateKey, PublicKeyRecord, make_kid, private_key_for, public_jwk
-from semops.crypto.pki import certificate_pem, load_certificate_pem, validate_chain
+from semops.crypto import KeyUse, PrivateKey, PublicKeyRecord, private_key_for
+from semops.crypto.pki import (
+    certificate_key_record,
+    certificate_pem,
+    load_certificate_pem,
+    validate_chain,
+)
 from semops.service.files import ensure_random_secret, ensure_token, read_private_key
 
 PIN_KEY_FILE = "pin.key"
@@ -33,17 +38,8 @@ REFERENCE_KEY_FILE = "reference.key"
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
 
 
-def certificate_record(owner: str, certificate: x509.Certificate, use: KeyUse) -> PublicKeyRecord:
-    """The key record a directory publishes for a certificate (kid = owner:thumbprint)."""
-    jwk = public_jwk(certificate.public_key())  # type: ignore[arg-type]
-    return PublicKeyRecord(
-        kid=make_kid(owner, jwk),
-        owner=owner,
-        use=use,
-        jwk=jwk,
-        not_before=int(certificate.not_valid_before_utc.timestamp()),
-        not_after=int(certificate.not_valid_after_utc.timestamp()),
-    )
+# The one recipe from a certificate to the key record a directory publishes for it.
+certificate_record = certificate_key_record
 
 
 @dataclass(frozen=True, slots=True)
