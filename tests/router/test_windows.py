@@ -305,3 +305,22 @@ async def test_operator_actions_and_transfers_are_audited_and_the_log_verifies(
     assert '"amount_minor":123' in rows[5]["data"] and '"window_id":1' in rows[5]["data"]
     report = verify_chain("router", rows, scheme.router.ring)
     assert report.ok and report.unsigned_tail == 0
+
+
+async def test_the_cap_holds_against_concurrent_prepares(scheme: Scheme) -> None:
+    """Forty prepares of 100 at once against a cap of 1,000: exactly ten get through, on
+    PostgreSQL (READ COMMITTED, many connections) as on SQLite."""
+    await scheme.router.set_cap("bank-a", 1_000)
+
+    async def attempt() -> str:
+        try:
+            return (await scheme.pay(100))[1]
+        except SemopsError as refused:
+            return refused.code
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(40)))
+    assert sorted(set(outcomes)) == ["committed", "net_debit_cap_exceeded"]
+    assert outcomes.count("committed") == 10
+    window = await scheme.settlement.window(1)
+    positions = {row["participant_id"]: row["net_minor"] for row in window["positions"]}
+    assert positions["bank-a"] == -1_000

@@ -417,18 +417,20 @@ class Router:
     ) -> None:
         """The cap limits what a processor may owe within the open settlement window: its
         position there (committed) less everything it has in flight, whichever window that
-        will commit in, so a transfer that commits after a close is still counted once."""
-        participant = await store.get_participant(connection, participant_id)
+        will commit in, so a transfer that commits after a close is still counted once.
+
+        The participant's row is locked first (PostgreSQL; SQLite serialises writers), so
+        two prepares from one processor decide one after the other: under READ COMMITTED
+        each later statement here sees what the previous holder committed."""
+        participant = await store.get_participant_for_update(connection, participant_id)
         cap = participant["net_debit_cap_minor"] if participant else None
         if cap is None:
             return
         window = await store.open_window(connection)
-        position = (
-            await store.window_position(connection, window["window_id"], participant_id, currency)
-            if window is not None
-            else 0
+        window_id = window["window_id"] if window is not None else None
+        position, in_flight = await store.cap_exposure(
+            connection, window_id, participant_id, currency
         )
-        in_flight = await store.reserved_outflow(connection, participant_id, currency)
         if not cap_allows(position, in_flight, amount_minor, cap):
             raise SemopsError(E.NET_DEBIT_CAP_EXCEEDED)
 

@@ -236,7 +236,8 @@ async def get_participant_for_update(
     connection: AsyncConnection, participant_id: str
 ) -> dict[str, Any] | None:
     """The participant's row, locked until the transaction ends (PostgreSQL), so that two
-    registrations of one participant are decided one after the other."""
+    registrations of one participant, or two prepares against its cap, are decided one
+    after the other."""
     query = select(participants).where(participants.c.participant_id == participant_id)
     if connection.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -497,16 +498,33 @@ async def get_position(connection: AsyncConnection, participant_id: str, currenc
     return int(value) if value is not None else 0
 
 
-async def reserved_outflow(connection: AsyncConnection, participant_id: str, currency: str) -> int:
-    """What a processor may still owe for payments in flight (counted against its cap)."""
-    result = await connection.execute(
-        select(func.coalesce(func.sum(transfers.c.amount_minor), 0)).where(
+async def cap_exposure(
+    connection: AsyncConnection, window_id: int | None, participant_id: str, currency: str
+) -> tuple[int, int]:
+    """What counts against a processor's cap: its net position in the open window and what
+    it may still owe for payments in flight. One statement, so one snapshot: read apart,
+    a commit landing between the two reads (reserved becomes position) would be missed by
+    both under READ COMMITTED."""
+    position = (
+        select(window_positions.c.net_minor)
+        .where(
+            window_positions.c.window_id == window_id,
+            window_positions.c.participant_id == participant_id,
+            window_positions.c.currency == currency,
+        )
+        .scalar_subquery()
+    )
+    in_flight = (
+        select(func.coalesce(func.sum(transfers.c.amount_minor), 0))
+        .where(
             transfers.c.payer_processor == participant_id,
             transfers.c.currency == currency,
             transfers.c.state == "reserved",
         )
+        .scalar_subquery()
     )
-    return int(result.scalar_one())
+    row = (await connection.execute(select(func.coalesce(position, 0), in_flight))).one()
+    return int(row[0]), int(row[1])
 
 
 async def list_positions(connection: AsyncConnection) -> list[dict[str, Any]]:
@@ -631,20 +649,6 @@ async def window_positions_of(
         )
     )
     return [dict(row) for row in result.mappings()]
-
-
-async def window_position(
-    connection: AsyncConnection, window_id: int, participant_id: str, currency: str
-) -> int:
-    result = await connection.execute(
-        select(window_positions.c.net_minor).where(
-            window_positions.c.window_id == window_id,
-            window_positions.c.participant_id == participant_id,
-            window_positions.c.currency == currency,
-        )
-    )
-    value = result.scalar_one_or_none()
-    return int(value) if value is not None else 0
 
 
 async def window_transfer_count(connection: AsyncConnection, window_id: int) -> int:
