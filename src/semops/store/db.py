@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -101,6 +102,16 @@ def create_engine_for(url: str) -> AsyncEngine:
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
 
 
+@dataclass(slots=True)
+class DatabaseStats:
+    """What this process asked of its database since it started (the operator's metrics
+    and `semops bench` report them per payment)."""
+
+    statements: int = 0  # SQL statements executed, BEGIN/COMMIT not counted
+    writes: int = 0  # write transactions asked for (`Database.write()`)
+    commits: int = 0  # COMMITs that reached the database (each one a durable sync)
+
+
 class Database:
     """An engine plus the write discipline of its dialect."""
 
@@ -109,10 +120,22 @@ class Database:
         self.engine = create_engine_for(url)
         self.sqlite = is_sqlite(url)
         self._write_lock = asyncio.Lock() if self.sqlite else None
+        self.stats = DatabaseStats()
+        stats = self.stats
+
+        @event.listens_for(self.engine.sync_engine, "before_cursor_execute")
+        def _count(_connection: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            if not statement.startswith("BEGIN"):
+                stats.statements += 1
+
+        @event.listens_for(self.engine.sync_engine, "commit")
+        def _committed(*_args: Any) -> None:
+            stats.commits += 1
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction: committed on success, rolled back on any exception."""
+        self.stats.writes += 1
         if self._write_lock is None:
             async with self.engine.begin() as connection:
                 yield connection
