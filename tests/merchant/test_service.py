@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from semops.core.clock import FixedClock
 from semops.core.errors import E
@@ -699,8 +700,8 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
         await upgrade(database, "merchant")
         await upgrade(database, "merchant")
         async with database.read() as connection:
-            result = await connection.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            result = await connection.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             )
             names = [row[0] for row in result]
         await database.dispose()

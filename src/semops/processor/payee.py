@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.clock import Clock
 from semops.core.encoding import digest_of
@@ -63,6 +62,7 @@ from semops.protocol import (
 )
 from semops.protocol.replay import StoredOutcome
 from semops.store import processor as store
+from semops.store.db import Connection
 
 log = structlog.get_logger("semops.processor")
 
@@ -229,7 +229,7 @@ class Payee:
         return self.request_view(request)
 
     async def settle_request(
-        self, connection: AsyncConnection, request: dict[str, Any], transfer_id: str, now: int
+        self, connection: Connection, request: dict[str, Any], transfer_id: str, now: int
     ) -> None:
         """RESERVED -> PAID for the transfer holding it: sign the notice and queue it."""
         state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
@@ -376,7 +376,7 @@ class Payee:
 
     async def _accept(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         routed: RoutedPrepare,
         details: TransferDetails,
         request: dict[str, Any],
@@ -409,7 +409,7 @@ class Payee:
 
     async def _reject(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         routed: RoutedPrepare,
         details: TransferDetails | None,
         refusal: SemopsError,
@@ -485,7 +485,7 @@ class Payee:
 
     async def _credit(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         inbound: dict[str, Any],
         request: dict[str, Any],
         now: int,
