@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from semops.core.encoding import b64url_decode, b64url_encode, canonical_json, parse_json
 from semops.core.errors import E, SemopsError
-from semops.core.limits import MESSAGE_MAX_BYTES, SEALED_MAX_BYTES
+from semops.core.limits import MESSAGE_MAX_BYTES, SEALED_MAX_BYTES, SIGNING_HEADER_CACHE_ENTRIES
 from semops.crypto.keyring import KeyRing
 from semops.crypto.keys import (
     KeyUse,
@@ -111,9 +111,9 @@ def _header_segment(header: dict[str, Any]) -> str:
     return b64url_encode(json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode())
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=SIGNING_HEADER_CACHE_ENTRIES)
 def _jws_header_segment(kid: str) -> str:
-    # A process signs under a handful of kids, each time with the same header.
+    # Every signature under one kid has the same header: encode it once (~5 µs a message).
     return _header_segment({"alg": SIGNING_ALGORITHM, "kid": kid})
 
 
