@@ -323,7 +323,12 @@ def _print_bench(report: BenchReport) -> None:
     from semops.devnet.costs import FSYNC_LEGEND, cost_table
 
     for service, outcome in report.profiles.items():
-        out.print(f"profile of {service}: {escape(outcome)}")
+        if outcome["error"] is None:
+            out.print(f"profile of {service}: {escape(str(outcome['file']))}")
+        else:
+            err.print(f"[red]profile of {service} failed:[/red] {escape(outcome['error'])}")
+    if any(outcome["error"] for outcome in report.profiles.values()):
+        err.print("(py-spy must be allowed to read other processes: root or CAP_SYS_PTRACE)")
     if report.notices_missing:
         out.print(f"{report.notices_missing} notices had not reached the shop when it was read")
     out.print(escape(report.describe()))
@@ -369,7 +374,7 @@ def chaos(
 
     from semops.cli.common import run_async
     from semops.devnet.chaos import SERVICES, ChaosSettings, run_chaos
-    from semops.devnet.postgres import create_databases, drop_databases
+    from semops.devnet.postgres import ServerUnavailable, create_databases, drop_databases
 
     settings = ChaosSettings(
         payments=payments, concurrency=concurrency, faults=faults, kills=kills, seed=seed
@@ -392,9 +397,12 @@ def chaos(
         )
     except RuntimeError as error:  # a service did not start: its own words say why
         fail(str(error))
+    except ServerUnavailable as error:
+        fail(f"--postgres: {error}")
     finally:
         if postgres is not None:
-            asyncio.run(drop_databases(postgres, names))
+            with contextlib.suppress(ServerUnavailable):
+                asyncio.run(drop_databases(postgres, names))
         if scratch is not None:
             scratch.cleanup()
     out.print(escape(report.summary()))

@@ -135,7 +135,8 @@ class BenchReport:
     result: BenchResult
     costs: list[ProcessCost]
     notices_missing: int = 0  # notices the shop had not received when it was read
-    profiles: dict[str, str] = field(default_factory=dict)  # service -> file, or the error
+    # service -> {"file": where py-spy wrote, or None; "error": why not, or None}
+    profiles: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         settings = self.settings
@@ -408,7 +409,9 @@ async def measure(
         after = take_readings(network, shop, cpu_first=True)
         stop_recordings(recordings)
     costs = [per_payment(row, before[row], after[row], result.succeeded) for row in before]
-    profiles = {r.name: r.error or str(r.output) for r in recordings}
+    profiles: dict[str, dict[str, str | None]] = {
+        r.name: {"file": None if r.error else str(r.output), "error": r.error} for r in recordings
+    }
     return BenchReport(settings, database, result, costs, missing, profiles)
 
 
