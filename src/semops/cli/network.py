@@ -242,8 +242,13 @@ def bench(
     if profile is not None:
         try:
             py_spy = find_py_spy()
+            profile.mkdir(parents=True, exist_ok=True)
         except ProfilerMissing as error:
             fail(str(error), EXIT_BAD_INPUT)
+        except OSError as error:
+            fail(f"--profile: cannot make {profile}: {error.strerror or error}", EXIT_BAD_INPUT)
+    if json_file is not None and not json_file.parent.is_dir():
+        fail(f"--json: {json_file.parent} is not a folder", EXIT_BAD_INPUT)
     settings = BenchSettings(
         payments=payments,
         concurrency=concurrency,
@@ -278,11 +283,12 @@ def _bench_on(data_dir: Path, settings: BenchSettings, postgres: str | None) -> 
     import asyncio
     import secrets
 
+    import aiohttp
     from rich.progress import Progress
 
     from semops.cli.common import run_async
     from semops.devnet.bench import MERCHANT_ROW, prepare, run_bench
-    from semops.devnet.network import PROCESSORS, ROUTER_ID
+    from semops.devnet.network import PROCESSORS, ROUTER_ID, ServiceError
     from semops.devnet.postgres import ServerUnavailable, create_databases, drop_databases
 
     services = [ROUTER_ID, *(processor_id for processor_id, _, _ in PROCESSORS)]
@@ -310,8 +316,8 @@ def _bench_on(data_dir: Path, settings: BenchSettings, postgres: str | None) -> 
             return run_async(
                 run_bench(network, settings, prepared, say, lambda: progress.advance(task))
             )
-    except RuntimeError as error:  # a service did not start, or setup failed: its words
-        fail(str(error))
+    except (RuntimeError, ServiceError, aiohttp.ClientError) as error:
+        fail(str(error))  # a service did not start, or refused or failed the setup: its words
     finally:
         _stop(network)
         if postgres is not None:

@@ -401,13 +401,15 @@ async def measure(
         if shop.backend_url is not None:
             await wait_for_notices(shop, len(warm))
         recordings = _start_profiles(network, settings)
-        before = take_readings(network, shop, cpu_first=False)
-        result = await pay_all(wallets, measured, on_progress)
-        missing = 0
-        if shop.backend_url is not None:
-            missing = await wait_for_notices(shop, len(warm) + result.succeeded)
-        after = take_readings(network, shop, cpu_first=True)
-        stop_recordings(recordings)
+        try:
+            before = take_readings(network, shop, cpu_first=False)
+            result = await pay_all(wallets, measured, on_progress)
+            missing = 0
+            if shop.backend_url is not None:
+                missing = await wait_for_notices(shop, len(warm) + result.succeeded)
+            after = take_readings(network, shop, cpu_first=True)
+        finally:
+            stop_recordings(recordings)
     costs = [per_payment(row, before[row], after[row], result.succeeded) for row in before]
     profiles: dict[str, dict[str, str | None]] = {
         r.name: {"file": None if r.error else str(r.output), "error": r.error} for r in recordings
