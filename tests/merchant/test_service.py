@@ -683,6 +683,8 @@ def test_health_is_public_and_metrics_need_the_api_credential(tmp_path: Path) ->
         good = {"Authorization": "Bearer s3cret-token"}
         metrics = await shop.client.get("/metrics", headers=good)
         assert "semops_merchant_orders_total" in metrics.text
+        for name in ("statements", "write_transactions", "commits"):
+            assert f"semops_db_{name}_total " in metrics.text, name
 
     scenario(tmp_path, body, api_token="s3cret-token")
 
