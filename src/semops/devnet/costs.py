@@ -8,8 +8,9 @@ the cost of one payment; the total row adds the processes up.
 
 fsyncs are not counted separately: a commit is taken as one durable sync. That is exact for
 PostgreSQL (one WAL flush per commit with `synchronous_commit=on`, group commit aside) and
-for SQLite in WAL mode with `synchronous=FULL`; with `synchronous=NORMAL` SQLite syncs only
-at checkpoints, and the figure is an upper bound.
+for SQLite in WAL mode with `synchronous=FULL` (what `semops.store.db` sets), where one
+COMMIT makes a whole group of write transactions durable: commits below writes per payment
+is group commit at work.
 
 The functions here are pure (text in, figures out) except the two readers at the end.
 """
@@ -32,7 +33,7 @@ _UTIME_INDEX: Final = 14 - 3
 _STIME_INDEX: Final = 15 - 3
 FSYNC_LEGEND: Final = (
     "fsyncs/payment = commits/payment (one durable sync per commit: PostgreSQL, SQLite WAL"
-    " synchronous=FULL; an upper bound under synchronous=NORMAL)"
+    " synchronous=FULL; one commit may carry a group of writes)"
 )
 COLUMNS: Final = (
     "process",
