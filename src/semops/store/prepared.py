@@ -30,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
+from semops.store.db import Connection
+
 
 def param(column: Column[Any] | Any, name: str | None = None) -> BindParameter[Any]:
     """A bound parameter `b_<column>` typed like the column it is compared or assigned to."""
@@ -94,3 +96,39 @@ def update_by_key(table: Table, with_state: bool) -> Update:
     if with_state:
         condition = and_(condition, table.c.state == param(table.c.state))
     return update(table).where(condition)
+
+
+@functools.cache
+def select_equal(table: Table, name: str) -> Select[Any]:
+    """SELECT … WHERE column = :b_<column> (no LIMIT: the caller takes the first row)."""
+    return select(table).where(table.c[name] == param(table.c[name]))
+
+
+async def insert_row(connection: Connection, table: Table, row: dict[str, Any]) -> None:
+    """INSERT one row: what `insert(table).values(**row)` does, with a statement built once."""
+    if columns_known(table, tuple(row)) and plain(row):
+        await connection.execute(insert_into(table), row)
+    else:  # SQLAlchemy's own error for an unknown column, or SQL expressions as values
+        await connection.execute(insert(table).values(**row))
+
+
+async def update_row(
+    connection: Connection,
+    table: Table,
+    key: Any,
+    values: dict[str, Any],
+    expected_state: str | None = None,
+) -> int:
+    """UPDATE the row with this key [still in `expected_state`]; the rowcount."""
+    if columns_known(table, tuple(values)) and plain(values):
+        parameters = {**values, "b_key": key}
+        if expected_state is not None:
+            parameters["b_state"] = expected_state
+        statement: Any = update_by_key(table, expected_state is not None)
+        result = await connection.execute(statement, parameters)
+    else:  # SQLAlchemy's own error for an unknown column, or SQL expressions as values
+        condition = key_column(table) == key
+        if expected_state is not None:
+            condition = and_(condition, table.c.state == expected_state)
+        result = await connection.execute(update(table).where(condition).values(**values))
+    return int(result.rowcount)

@@ -409,10 +409,7 @@ async def lock_payee_names(connection: Connection) -> None:
 
 
 async def insert_row(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    if prepared.columns_known(table, tuple(row)) and prepared.plain(row):
-        await connection.execute(prepared.insert_into(table), row)
-    else:  # SQLAlchemy's own error for an unknown column, or SQL expressions as values
-        await connection.execute(insert(table).values(**row))
+    await prepared.insert_row(connection, table, row)
 
 
 async def update_row(
@@ -424,18 +421,7 @@ async def update_row(
     expected_state: str | None = None,
 ) -> bool:
     """Update one row; with `expected_state`, only if it is still in that state."""
-    if prepared.columns_known(table, tuple(values)) and prepared.plain(values):
-        statement = prepared.update_by_key(table, expected_state is not None)
-        parameters = {**values, "b_key": key}
-        if expected_state is not None:
-            parameters["b_state"] = expected_state
-        result = await connection.execute(statement, parameters)
-        return bool(result.rowcount == 1)
-    condition = _key_column(table) == key
-    if expected_state is not None:
-        condition = and_(condition, table.c.state == expected_state)
-    result = await connection.execute(update(table).where(condition).values(**values))
-    return bool(result.rowcount == 1)
+    return await prepared.update_row(connection, table, key, values, expected_state) == 1
 
 
 async def list_rows(

@@ -404,10 +404,7 @@ async def get_transfer(
 
 
 async def insert_transfer(connection: Connection, row: dict[str, Any]) -> None:
-    if prepared.columns_known(transfers, tuple(row)) and prepared.plain(row):
-        await connection.execute(prepared.insert_into(transfers), row)
-    else:  # SQLAlchemy's own error for an unknown column, or SQL expressions as values
-        await connection.execute(insert(transfers).values(**row))
+    await prepared.insert_row(connection, transfers, row)
 
 
 _DECIDE_TRANSFER: Final = (
