@@ -12,10 +12,24 @@ PostgreSQL a transaction-scoped advisory lock orders them, taken just before the
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Insert,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+)
 
+from semops.store import prepared
 from semops.store.db import Connection
 
 # Any fixed number works: each service has its own database, so no two services share it.
@@ -37,18 +51,27 @@ def audit_table(metadata: MetaData) -> Table:
     )
 
 
+_LOCK: Final = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+@functools.cache
+def _last_entry(table: Table) -> Select[Any]:
+    return select(table.c.seq, table.c.hash, table.c.kind).order_by(table.c.seq.desc()).limit(1)
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
+
+
 async def lock_for_append(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
-        )
+        await connection.execute(_LOCK, {"key": _ADVISORY_LOCK_KEY})
 
 
 async def last_entry(connection: Connection, table: Table) -> tuple[int, str, str] | None:
     """(seq, hash, kind) of the newest entry, or None for an empty log."""
-    result = await connection.execute(
-        select(table.c.seq, table.c.hash, table.c.kind).order_by(table.c.seq.desc()).limit(1)
-    )
+    result = await connection.execute(_last_entry(table))
     row = result.first()
     return (int(row[0]), str(row[1]), str(row[2])) if row is not None else None
 
@@ -62,7 +85,10 @@ async def recent_entries(connection: Connection, table: Table, limit: int) -> li
 
 
 async def insert_entry(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    await connection.execute(insert(table).values(**row))
+    if prepared.columns_known(table, tuple(row)):
+        await connection.execute(_insert(table), row)
+    else:  # SQLAlchemy's own error for an unknown column
+        await connection.execute(insert(table).values(**row))
 
 
 async def entries_after(

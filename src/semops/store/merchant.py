@@ -17,7 +17,7 @@ notices   every verified PaymentNotice received (webhook or poll), matched or no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -35,10 +35,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    update,
 )
 
 from semops.core.limits import ORDERS_PAGE_MAX
+from semops.store import prepared
 from semops.store.db import Connection
 
 metadata = MetaData()
@@ -119,29 +119,29 @@ REFUND_UNSETTLED = ("requested", "sent", "in_doubt")
 
 
 async def insert_order(connection: Connection, row: dict[str, Any]) -> None:
-    await connection.execute(insert(orders).values(**row))
+    await prepared.insert_row(connection, orders, row)
 
 
 async def get_order(
     connection: Connection, order_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
-    query = select(orders).where(orders.c.order_id == order_id)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).mappings().first()
+    query = prepared.select_by_key(orders, for_update and connection.dialect.name == "postgresql")
+    row = (await connection.execute(query, {"b_key": order_id})).mappings().first()
     return dict(row) if row is not None else None
 
 
 async def get_order_by_key(connection: Connection, idempotency_key: str) -> dict[str, Any] | None:
     result = await connection.execute(
-        select(orders).where(orders.c.idempotency_key == idempotency_key)
+        prepared.select_equal(orders, "idempotency_key"), {"b_idempotency_key": idempotency_key}
     )
     row = result.mappings().first()
     return dict(row) if row is not None else None
 
 
 async def get_order_by_request(connection: Connection, request_id: str) -> dict[str, Any] | None:
-    result = await connection.execute(select(orders).where(orders.c.request_id == request_id))
+    result = await connection.execute(
+        prepared.select_equal(orders, "request_id"), {"b_request_id": request_id}
+    )
     row = result.mappings().first()
     return dict(row) if row is not None else None
 
@@ -150,12 +150,7 @@ async def update_order(
     connection: Connection, order_id: str, expected_state: str, values: dict[str, Any]
 ) -> bool:
     """Change an order only if it is still in `expected_state` (false if it moved)."""
-    result = await connection.execute(
-        update(orders)
-        .where(orders.c.order_id == order_id, orders.c.state == expected_state)
-        .values(**values)
-    )
-    return bool(result.rowcount == 1)
+    return await prepared.update_row(connection, orders, order_id, values, expected_state) == 1
 
 
 async def forget_unanswered_order(connection: Connection, order_id: str) -> bool:
@@ -168,9 +163,7 @@ async def forget_unanswered_order(connection: Connection, order_id: str) -> bool
 
 
 async def mark_polled(connection: Connection, order_id: str, now: int) -> None:
-    await connection.execute(
-        update(orders).where(orders.c.order_id == order_id).values(polled_at=now)
-    )
+    await prepared.update_row(connection, orders, order_id, {"polled_at": now})
 
 
 async def orders_to_poll(
@@ -225,29 +218,25 @@ async def refund_totals(
 
 
 async def insert_refund(connection: Connection, row: dict[str, Any]) -> None:
-    await connection.execute(insert(refunds).values(**row))
+    await prepared.insert_row(connection, refunds, row)
 
 
 async def get_refund(
     connection: Connection, refund_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     """A refund; `for_update` locks it to the end of the transaction (PostgreSQL)."""
-    query = select(refunds).where(refunds.c.refund_id == refund_id)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).mappings().first()
+    query = prepared.select_by_key(refunds, for_update and connection.dialect.name == "postgresql")
+    row = (await connection.execute(query, {"b_key": refund_id})).mappings().first()
     return dict(row) if row is not None else None
 
 
 async def update_refund(connection: Connection, refund_id: str, values: dict[str, Any]) -> None:
-    await connection.execute(
-        update(refunds).where(refunds.c.refund_id == refund_id).values(**values)
-    )
+    await prepared.update_row(connection, refunds, refund_id, values)
 
 
 async def get_refund_by_key(connection: Connection, idempotency_key: str) -> dict[str, Any] | None:
     result = await connection.execute(
-        select(refunds).where(refunds.c.idempotency_key == idempotency_key)
+        prepared.select_equal(refunds, "idempotency_key"), {"b_idempotency_key": idempotency_key}
     )
     row = result.mappings().first()
     return dict(row) if row is not None else None
@@ -289,7 +278,7 @@ async def open_session(
 
 async def get_session(connection: Connection, session_digest: str) -> dict[str, Any] | None:
     result = await connection.execute(
-        select(sessions).where(sessions.c.session_digest == session_digest)
+        prepared.select_by_key(sessions, False), {"b_key": session_digest}
     )
     row = result.mappings().first()
     return dict(row) if row is not None else None
@@ -299,19 +288,24 @@ async def close_session(connection: Connection, session_digest: str) -> None:
     await connection.execute(delete(sessions).where(sessions.c.session_digest == session_digest))
 
 
+_NOTICE_EXISTS: Final = select(notices.c.transfer_id).where(
+    notices.c.transfer_id == prepared.param(notices.c.transfer_id)
+)
+
+
 async def save_notice(connection: Connection, row: dict[str, Any]) -> bool:
     """Store a verified notice once; false if its transfer was already recorded."""
-    existing = await connection.execute(
-        select(notices.c.transfer_id).where(notices.c.transfer_id == row["transfer_id"])
-    )
+    existing = await connection.execute(_NOTICE_EXISTS, {"b_transfer_id": row["transfer_id"]})
     if existing.first() is not None:
         return False
-    await connection.execute(insert(notices).values(**row))
+    await prepared.insert_row(connection, notices, row)
     return True
 
 
 async def get_notice(connection: Connection, transfer_id: str) -> dict[str, Any] | None:
-    result = await connection.execute(select(notices).where(notices.c.transfer_id == transfer_id))
+    result = await connection.execute(
+        prepared.select_by_key(notices, False), {"b_key": transfer_id}
+    )
     row = result.mappings().first()
     return dict(row) if row is not None else None
 

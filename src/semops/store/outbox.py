@@ -3,28 +3,59 @@ columns; the delivery bookkeeping is the same: attempts, next attempt, delivered
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Integer, Select, Table, Update, bindparam, select, update
 
+from semops.store import prepared
 from semops.store.db import Connection
+
+
+@functools.cache
+def _due(outbox: Table) -> Select[Any]:
+    return (
+        select(outbox)
+        .where(
+            outbox.c.delivered_at.is_(None),
+            outbox.c.next_attempt_at <= prepared.param(outbox.c.next_attempt_at),
+        )
+        .order_by(outbox.c.message_id)
+        .limit(bindparam("b_limit", type_=Integer()))
+    )
+
+
+@functools.cache
+def _delivered(outbox: Table) -> Update:
+    return (
+        update(outbox)
+        .where(outbox.c.message_id == prepared.param(outbox.c.message_id))
+        .values(delivered_at=prepared.param(outbox.c.delivered_at))
+    )
+
+
+@functools.cache
+def _attempted(outbox: Table) -> Update:
+    return (
+        update(outbox)
+        .where(outbox.c.message_id == prepared.param(outbox.c.message_id))
+        .values(
+            attempts=prepared.param(outbox.c.attempts),
+            next_attempt_at=prepared.param(outbox.c.next_attempt_at),
+        )
+    )
 
 
 async def due_messages(
     connection: Connection, outbox: Table, now: int, limit: int
 ) -> list[dict[str, Any]]:
-    result = await connection.execute(
-        select(outbox)
-        .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
-        .order_by(outbox.c.message_id)
-        .limit(limit)
-    )
+    result = await connection.execute(_due(outbox), {"b_next_attempt_at": now, "b_limit": limit})
     return [dict(row) for row in result.mappings()]
 
 
 async def mark_delivered(connection: Connection, outbox: Table, message_id: int, now: int) -> None:
     await connection.execute(
-        update(outbox).where(outbox.c.message_id == message_id).values(delivered_at=now)
+        _delivered(outbox), {"b_message_id": message_id, "b_delivered_at": now}
     )
 
 
@@ -32,7 +63,6 @@ async def mark_attempt(
     connection: Connection, outbox: Table, message_id: int, attempts: int, at: int
 ) -> None:
     await connection.execute(
-        update(outbox)
-        .where(outbox.c.message_id == message_id)
-        .values(attempts=attempts, next_attempt_at=at)
+        _attempted(outbox),
+        {"b_message_id": message_id, "b_attempts": attempts, "b_next_attempt_at": at},
     )

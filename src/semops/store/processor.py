@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 
 from semops.store import outbox as outbox_queries
+from semops.store import prepared
 from semops.store.audit import audit_table
 from semops.store.db import Connection
 
@@ -360,18 +361,15 @@ audit_log = audit_table(metadata)
 
 
 def _key_column(table: Table) -> Any:
-    (column,) = table.primary_key.columns
-    return column
+    return prepared.key_column(table)
 
 
 async def get_row(
     connection: Connection, table: Table, key: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     """The row of a single-column-key table, or None."""
-    query = select(table).where(_key_column(table) == key)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).mappings().first()
+    query = prepared.select_by_key(table, for_update and connection.dialect.name == "postgresql")
+    row = (await connection.execute(query, {"b_key": key})).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -379,10 +377,20 @@ async def find_row(
     connection: Connection, table: Table, *, for_update: bool = False, **where: Any
 ) -> dict[str, Any] | None:
     """The first row whose columns equal `where`, or None."""
-    query = select(table).where(and_(*(table.c[name] == value for name, value in where.items())))
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query.limit(1))).mappings().first()
+    names = tuple((name, value is None) for name, value in where.items())
+    if not where or not prepared.columns_known(table, tuple(where)) or not prepared.plain(where):
+        query = select(table).where(
+            and_(*(table.c[name] == value for name, value in where.items()))
+        )
+        if for_update and connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await connection.execute(query.limit(1))).mappings().first()
+        return dict(row) if row is not None else None
+    query = prepared.select_where(
+        table, names, for_update and connection.dialect.name == "postgresql"
+    )
+    parameters = {f"b_{name}": value for name, value in where.items() if value is not None}
+    row = (await connection.execute(query, parameters)).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -392,15 +400,16 @@ async def find_row(
 _PAYEE_NAMES_LOCK_KEY: Final = 0x5E0A9A7E
 
 
+_LOCK_PAYEE_NAMES: Final = text("SELECT pg_advisory_xact_lock(:key)")
+
+
 async def lock_payee_names(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PAYEE_NAMES_LOCK_KEY}
-        )
+        await connection.execute(_LOCK_PAYEE_NAMES, {"key": _PAYEE_NAMES_LOCK_KEY})
 
 
 async def insert_row(connection: Connection, table: Table, row: dict[str, Any]) -> None:
-    await connection.execute(insert(table).values(**row))
+    await prepared.insert_row(connection, table, row)
 
 
 async def update_row(
@@ -412,11 +421,7 @@ async def update_row(
     expected_state: str | None = None,
 ) -> bool:
     """Update one row; with `expected_state`, only if it is still in that state."""
-    condition = _key_column(table) == key
-    if expected_state is not None:
-        condition = and_(condition, table.c.state == expected_state)
-    result = await connection.execute(update(table).where(condition).values(**values))
-    return bool(result.rowcount == 1)
+    return await prepared.update_row(connection, table, key, values, expected_state) == 1
 
 
 async def list_rows(
@@ -440,6 +445,29 @@ async def system_account_id(connection: Connection, kind: str, currency: str) ->
     return str(value) if value is not None else None
 
 
+_insert_entry: Final = insert(entries).values(
+    entry_id=prepared.param(entries.c.entry_id),
+    kind=prepared.param(entries.c.kind),
+    transfer_ref=prepared.param(entries.c.transfer_ref),
+    currency=prepared.param(entries.c.currency),
+    created_at=prepared.param(entries.c.created_at),
+)
+_insert_posting: Final = insert(postings).values(
+    entry_id=prepared.param(postings.c.entry_id),
+    account_id=prepared.param(postings.c.account_id),
+    amount_minor=prepared.param(postings.c.amount_minor),
+    created_at=prepared.param(postings.c.created_at),
+)
+_move_balance: Final = (
+    update(accounts)
+    .where(accounts.c.account_id == prepared.param(accounts.c.account_id))
+    .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
+)
+_select_entry_postings: Final = select(postings.c.account_id, postings.c.amount_minor).where(
+    postings.c.entry_id == prepared.param(postings.c.entry_id)
+)
+
+
 async def write_entry(
     connection: Connection,
     entry_id: str,
@@ -451,33 +479,32 @@ async def write_entry(
 ) -> None:
     """Insert an entry with its postings and move each account's balance by its posting."""
     await connection.execute(
-        insert(entries).values(
-            entry_id=entry_id,
-            kind=kind,
-            transfer_ref=transfer_ref,
-            currency=currency,
-            created_at=now,
-        )
+        _insert_entry,
+        {
+            "b_entry_id": entry_id,
+            "b_kind": kind,
+            "b_transfer_ref": transfer_ref,
+            "b_currency": currency,
+            "b_created_at": now,
+        },
     )
     for account_id, amount_minor in amounts:
         await connection.execute(
-            insert(postings).values(
-                entry_id=entry_id, account_id=account_id, amount_minor=amount_minor, created_at=now
-            )
+            _insert_posting,
+            {
+                "b_entry_id": entry_id,
+                "b_account_id": account_id,
+                "b_amount_minor": amount_minor,
+                "b_created_at": now,
+            },
         )
         await connection.execute(
-            update(accounts)
-            .where(accounts.c.account_id == account_id)
-            .values(balance_minor=accounts.c.balance_minor + amount_minor)
+            _move_balance, {"b_account_id": account_id, "b_balance_minor": amount_minor}
         )
 
 
 async def entry_postings(connection: Connection, entry_id: str) -> list[tuple[str, int]]:
-    result = await connection.execute(
-        select(postings.c.account_id, postings.c.amount_minor).where(
-            postings.c.entry_id == entry_id
-        )
-    )
+    result = await connection.execute(_select_entry_postings, {"b_entry_id": entry_id})
     return [(str(row[0]), int(row[1])) for row in result]
 
 
@@ -659,19 +686,29 @@ async def stale_inbound(connection: Connection, now: int, limit: int) -> list[st
     return [str(row[0]) for row in result]
 
 
+_enqueue: Final = insert(outbox).values(
+    destination=prepared.param(outbox.c.destination),
+    request_id=prepared.param(outbox.c.request_id),
+    body=prepared.param(outbox.c.body),
+    attempts=0,
+    next_attempt_at=prepared.param(outbox.c.next_attempt_at),
+    delivered_at=None,
+    created_at=prepared.param(outbox.c.created_at),
+)
+
+
 async def enqueue(
     connection: Connection, destination: str, request_id: str, body: str, now: int
 ) -> None:
     await connection.execute(
-        insert(outbox).values(
-            destination=destination,
-            request_id=request_id,
-            body=body,
-            attempts=0,
-            next_attempt_at=now,
-            delivered_at=None,
-            created_at=now,
-        )
+        _enqueue,
+        {
+            "b_destination": destination,
+            "b_request_id": request_id,
+            "b_body": body,
+            "b_next_attempt_at": now,
+            "b_created_at": now,
+        },
     )
 
 

@@ -26,7 +26,8 @@ audit_log     the hash-chained audit log (semops.store.audit).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -37,15 +38,19 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from semops.core.limits import DIRECTORY_ENTRIES_MAX
 from semops.store import outbox as outbox_queries
+from semops.store import prepared
 from semops.store.audit import audit_table
 from semops.store.db import Connection, upsert
 
@@ -214,7 +219,7 @@ async def list_participants(connection: Connection) -> list[dict[str, Any]]:
 
 async def get_participant(connection: Connection, participant_id: str) -> dict[str, Any] | None:
     result = await connection.execute(
-        select(participants).where(participants.c.participant_id == participant_id)
+        prepared.select_by_key(participants, False), {"b_key": participant_id}
     )
     row = result.mappings().first()
     return dict(row) if row is not None else None
@@ -235,10 +240,8 @@ async def get_participant_for_update(
     """The participant's row, locked until the transaction ends (PostgreSQL), so that two
     registrations of one participant, or two prepares against its cap, are decided one
     after the other."""
-    query = select(participants).where(participants.c.participant_id == participant_id)
-    if connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).mappings().first()
+    query = prepared.select_by_key(participants, connection.dialect.name == "postgresql")
+    row = (await connection.execute(query, {"b_key": participant_id})).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -334,14 +337,18 @@ async def list_revocations(connection: Connection, limit: int) -> list[dict[str,
     return [dict(row) for row in result.mappings()]
 
 
+_REVOKED_AMONG: Final = select(revocations.c.value).where(
+    revocations.c.kind == prepared.param(revocations.c.kind),
+    revocations.c.value.in_(bindparam("b_values", expanding=True, type_=revocations.c.value.type)),
+)
+
+
 async def revoked_among(connection: Connection, kind: str, values: list[str]) -> set[str]:
     """Which of these kids (or hex serials) are revoked."""
     if not values:
         return set()
     result = await connection.execute(
-        select(revocations.c.value).where(
-            revocations.c.kind == kind, revocations.c.value.in_(sorted(set(values)))
-        )
+        _REVOKED_AMONG, {"b_kind": kind, "b_values": sorted(set(values))}
     )
     return {str(row[0]) for row in result}
 
@@ -389,15 +396,31 @@ async def set_net_debit_cap(
 async def get_transfer(
     connection: Connection, transfer_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
-    query = select(transfers).where(transfers.c.transfer_id == transfer_id)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).mappings().first()
+    query = prepared.select_by_key(
+        transfers, for_update and connection.dialect.name == "postgresql"
+    )
+    row = (await connection.execute(query, {"b_key": transfer_id})).mappings().first()
     return dict(row) if row is not None else None
 
 
 async def insert_transfer(connection: Connection, row: dict[str, Any]) -> None:
-    await connection.execute(insert(transfers).values(**row))
+    await prepared.insert_row(connection, transfers, row)
+
+
+_DECIDE_TRANSFER: Final = (
+    update(transfers)
+    .where(
+        transfers.c.transfer_id == prepared.param(transfers.c.transfer_id),
+        transfers.c.state == "reserved",
+    )
+    .values(
+        state=prepared.param(transfers.c.state),
+        decided_at=prepared.param(transfers.c.decided_at),
+        fulfilment=prepared.param(transfers.c.fulfilment),
+        reason_code=prepared.param(transfers.c.reason_code),
+        window_id=prepared.param(transfers.c.window_id),
+    )
+)
 
 
 async def decide_transfer(
@@ -412,15 +435,15 @@ async def decide_transfer(
 ) -> bool:
     """Move a RESERVED transfer to its final state; False if it was already decided."""
     result = await connection.execute(
-        update(transfers)
-        .where(transfers.c.transfer_id == transfer_id, transfers.c.state == "reserved")
-        .values(
-            state=state,
-            decided_at=decided_at,
-            fulfilment=fulfilment,
-            reason_code=reason_code,
-            window_id=window_id,
-        )
+        _DECIDE_TRANSFER,
+        {
+            "b_transfer_id": transfer_id,
+            "b_state": state,
+            "b_decided_at": decided_at,
+            "b_fulfilment": fulfilment,
+            "b_reason_code": reason_code,
+            "b_window_id": window_id,
+        },
     )
     return bool(result.rowcount == 1)
 
@@ -457,30 +480,56 @@ async def undecided_payments(connection: Connection, now: int, limit: int) -> li
     return [dict(row) for row in result.mappings()]
 
 
+_REFUNDS_TOTAL: Final = select(func.coalesce(func.sum(transfers.c.amount_minor), 0)).where(
+    transfers.c.original_transfer_id == prepared.param(transfers.c.original_transfer_id),
+    transfers.c.kind == "refund",
+    transfers.c.state.in_(("reserved", "committed")),
+)
+
+
 async def refunds_total(connection: Connection, original_transfer_id: str) -> int:
     """Refunds of a transfer that are committed or still in flight."""
     result = await connection.execute(
-        select(func.coalesce(func.sum(transfers.c.amount_minor), 0)).where(
-            transfers.c.original_transfer_id == original_transfer_id,
-            transfers.c.kind == "refund",
-            transfers.c.state.in_(("reserved", "committed")),
-        )
+        _REFUNDS_TOTAL, {"b_original_transfer_id": original_transfer_id}
     )
     return int(result.scalar_one())
+
+
+def _upsert(dialect: str, table: Table, keys: list[str], set_: dict[str, Any]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE with a `b_<column>` parameter per column, in
+    the dialect's own construct (what `semops.store.db.upsert` builds with values)."""
+    values = {column.key: prepared.param(column) for column in table.c}
+    if dialect == "postgresql":
+        return (
+            pg_insert(table).values(**values).on_conflict_do_update(index_elements=keys, set_=set_)
+        )
+    return (
+        sqlite_insert(table).values(**values).on_conflict_do_update(index_elements=keys, set_=set_)
+    )
+
+
+@functools.cache
+def _adjust_position(dialect: str) -> Any:
+    return _upsert(
+        dialect,
+        positions,
+        ["participant_id", "currency"],
+        {"net_minor": positions.c.net_minor + bindparam("b_delta", type_=BigInteger())},
+    )
 
 
 async def adjust_position(
     connection: Connection, participant_id: str, currency: str, delta_minor: int
 ) -> None:
-    values = {"participant_id": participant_id, "currency": currency, "net_minor": delta_minor}
-    statement = upsert(
-        connection,
-        positions,
-        values,
-        ["participant_id", "currency"],
-        {"net_minor": positions.c.net_minor + delta_minor},
+    await connection.execute(
+        _adjust_position(connection.dialect.name),
+        {
+            "b_participant_id": participant_id,
+            "b_currency": currency,
+            "b_net_minor": delta_minor,
+            "b_delta": delta_minor,
+        },
     )
-    await connection.execute(statement)
 
 
 async def get_position(connection: Connection, participant_id: str, currency: str) -> int:
@@ -493,6 +542,32 @@ async def get_position(connection: Connection, participant_id: str, currency: st
     return int(value) if value is not None else 0
 
 
+@functools.cache
+def _cap_exposure(no_window: bool) -> Any:
+    window = window_positions.c
+    position = (
+        select(window.net_minor)
+        .where(
+            window.window_id.is_(None)
+            if no_window
+            else window.window_id == prepared.param(window.window_id),
+            window.participant_id == prepared.param(window.participant_id),
+            window.currency == prepared.param(window.currency),
+        )
+        .scalar_subquery()
+    )
+    in_flight = (
+        select(func.coalesce(func.sum(transfers.c.amount_minor), 0))
+        .where(
+            transfers.c.payer_processor == prepared.param(window.participant_id),
+            transfers.c.currency == prepared.param(window.currency),
+            transfers.c.state == "reserved",
+        )
+        .scalar_subquery()
+    )
+    return select(func.coalesce(position, 0), in_flight)
+
+
 async def cap_exposure(
     connection: Connection, window_id: int | None, participant_id: str, currency: str
 ) -> tuple[int, int]:
@@ -500,25 +575,11 @@ async def cap_exposure(
     it may still owe for payments in flight. One statement, so one snapshot: read apart,
     a commit landing between the two reads (reserved becomes position) would be missed by
     both under READ COMMITTED."""
-    position = (
-        select(window_positions.c.net_minor)
-        .where(
-            window_positions.c.window_id == window_id,
-            window_positions.c.participant_id == participant_id,
-            window_positions.c.currency == currency,
-        )
-        .scalar_subquery()
-    )
-    in_flight = (
-        select(func.coalesce(func.sum(transfers.c.amount_minor), 0))
-        .where(
-            transfers.c.payer_processor == participant_id,
-            transfers.c.currency == currency,
-            transfers.c.state == "reserved",
-        )
-        .scalar_subquery()
-    )
-    row = (await connection.execute(select(func.coalesce(position, 0), in_flight))).one()
+    parameters: dict[str, Any] = {"b_participant_id": participant_id, "b_currency": currency}
+    if window_id is not None:
+        parameters["b_window_id"] = window_id
+    statement = _cap_exposure(window_id is None)
+    row = (await connection.execute(statement, parameters)).one()
     return int(row[0]), int(row[1])
 
 
@@ -532,23 +593,32 @@ async def list_positions(connection: Connection) -> list[dict[str, Any]]:
 # --- settlement windows ---------------------------------------------------------------------
 
 
+@functools.cache
+def _open_window(lock: str | None) -> Any:
+    query = select(windows).where(windows.c.state == "open")
+    return query.with_for_update(read=lock == "share") if lock is not None else query
+
+
 async def open_window(connection: Connection, *, lock: str | None = None) -> dict[str, Any] | None:
     """The open window. `lock`: "share" for a commit (many commits at once, no close
     meanwhile), "update" for a close (waits until those commits are done). PostgreSQL
     only; SQLite writers are serialised anyway."""
-    query = select(windows).where(windows.c.state == "open")
-    if lock is not None and connection.dialect.name == "postgresql":
-        query = query.with_for_update(read=lock == "share")
+    query = _open_window(lock if connection.dialect.name == "postgresql" else None)
     row = (await connection.execute(query)).mappings().first()
     return dict(row) if row is not None else None
+
+
+_CREATE_WINDOW: Final = insert(windows).values(
+    window_id=prepared.param(windows.c.window_id),
+    state="open",
+    opened_at=prepared.param(windows.c.opened_at),
+)
 
 
 async def create_window(connection: Connection, window_id: int, now: int) -> None:
     """Open window `window_id`. IntegrityError if that id exists or another is open (a
     unique index holds "one open window" whatever races between workers)."""
-    await connection.execute(
-        insert(windows).values(window_id=window_id, state="open", opened_at=now)
-    )
+    await connection.execute(_CREATE_WINDOW, {"b_window_id": window_id, "b_opened_at": now})
 
 
 async def last_window_id(connection: Connection) -> int:
@@ -593,6 +663,27 @@ async def window_transfers(
     return [dict(row) for row in result.mappings()]
 
 
+@functools.cache
+def _adjust_window_position(dialect: str) -> Any:
+    """The upsert's DO UPDATE adds the row's own VALUES parameters (the same numbers)."""
+    table = window_positions.c
+    return _upsert(
+        dialect,
+        window_positions,
+        ["window_id", "participant_id", "currency"],
+        {
+            name: table[name] + prepared.param(table[name])
+            for name in (
+                "net_minor",
+                "sent_minor",
+                "received_minor",
+                "sent_count",
+                "received_count",
+            )
+        },
+    )
+
+
 async def adjust_window_position(
     connection: Connection,
     window_id: int,
@@ -603,31 +694,19 @@ async def adjust_window_position(
     received_minor: int = 0,
 ) -> None:
     sent_count, received_count = int(sent_minor > 0), int(received_minor > 0)
-    values = {
-        "window_id": window_id,
-        "participant_id": participant_id,
-        "currency": currency,
-        "net_minor": received_minor - sent_minor,
-        "sent_minor": sent_minor,
-        "received_minor": received_minor,
-        "sent_count": sent_count,
-        "received_count": received_count,
-    }
-    table = window_positions.c
-    statement = upsert(
-        connection,
-        window_positions,
-        values,
-        ["window_id", "participant_id", "currency"],
+    await connection.execute(
+        _adjust_window_position(connection.dialect.name),
         {
-            "net_minor": table.net_minor + (received_minor - sent_minor),
-            "sent_minor": table.sent_minor + sent_minor,
-            "received_minor": table.received_minor + received_minor,
-            "sent_count": table.sent_count + sent_count,
-            "received_count": table.received_count + received_count,
+            "b_window_id": window_id,
+            "b_participant_id": participant_id,
+            "b_currency": currency,
+            "b_net_minor": received_minor - sent_minor,
+            "b_sent_minor": sent_minor,
+            "b_received_minor": received_minor,
+            "b_sent_count": sent_count,
+            "b_received_count": received_count,
         },
     )
-    await connection.execute(statement)
 
 
 async def window_positions_of(
@@ -667,17 +746,27 @@ async def reserved_outflows(connection: Connection, participant_id: str) -> dict
 # --- outbox -----------------------------------------------------------------------------------
 
 
+_ENQUEUE: Final = insert(outbox).values(
+    destination=prepared.param(outbox.c.destination),
+    path=prepared.param(outbox.c.path),
+    body=prepared.param(outbox.c.body),
+    attempts=0,
+    next_attempt_at=prepared.param(outbox.c.next_attempt_at),
+    delivered_at=None,
+    created_at=prepared.param(outbox.c.created_at),
+)
+
+
 async def enqueue(connection: Connection, destination: str, path: str, body: str, now: int) -> None:
     await connection.execute(
-        insert(outbox).values(
-            destination=destination,
-            path=path,
-            body=body,
-            attempts=0,
-            next_attempt_at=now,
-            delivered_at=None,
-            created_at=now,
-        )
+        _ENQUEUE,
+        {
+            "b_destination": destination,
+            "b_path": path,
+            "b_body": body,
+            "b_next_attempt_at": now,
+            "b_created_at": now,
+        },
     )
 
 
