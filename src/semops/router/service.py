@@ -636,6 +636,9 @@ class Router:
     ) -> Outcome:
         """Record the outcome (the commit point) with positions and notifications, once."""
         now = self.clock.now()
+        # The status is signed once per decision: the same token goes to the outbox and into
+        # the reply (one ECDSA signature, not two, for every payment).
+        status_token: str | None = None
         async with self.database.write() as connection:
             row = await store.get_transfer(connection, transfer_id, for_update=True)
             assert row is not None
@@ -644,19 +647,20 @@ class Router:
             if state is RouterTransferState.RESERVED:
                 committed = target is RouterTransferState.COMMITTED
                 window_id = await self._window_for_commit(connection) if committed else None
-                await store.decide_transfer(
-                    connection,
-                    transfer_id,
-                    state=target.value,
-                    decided_at=now,
-                    fulfilment=fulfilment if committed else None,
-                    reason_code=None if committed else (reason_code or E.TRANSFER_REJECTED.code),
-                    window_id=window_id,
-                )
+                values: dict[str, Any] = {
+                    "state": target.value,
+                    "decided_at": now,
+                    "fulfilment": fulfilment if committed else None,
+                    "reason_code": None if committed else (reason_code or E.TRANSFER_REJECTED.code),
+                    "window_id": window_id,
+                }
+                # The row is locked and RESERVED, so the update takes: the decided row is the
+                # locked one with these values (no second read).
+                moved = await store.decide_transfer(connection, transfer_id, **values)
+                assert moved, "a locked reserved transfer is decided by this update"
                 if window_id is not None:
                     await self._move_positions(connection, row, window_id)
-                decided = await store.get_transfer(connection, transfer_id)
-                assert decided is not None
+                decided = {**row, **values}
                 status_token = self._status_token(decided)
                 # The receiving side learns the outcome through the outbox; the sending side
                 # hears it in the reply, and on an abort through the outbox too, since an
@@ -677,7 +681,9 @@ class Router:
                 row = decided
         self._outbox_wakeup.set()
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
-        return Outcome(self._status_token(row), row["state"] != "reserved")
+        if status_token is None:  # decided before (a concurrent answer, the sweeper)
+            status_token = self._status_token(row)
+        return Outcome(status_token, row["state"] != "reserved")
 
     @staticmethod
     async def _window_for_commit(connection: Any) -> int:
