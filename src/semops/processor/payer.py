@@ -131,6 +131,11 @@ class Payer:
         self.context = context
         self.customers = customers
         self.payee = payee
+        # Transfers whose prepare a request handler of this process is sending now: the
+        # reply decides them, so the in-doubt pass does not ask the router about them too.
+        # In this process only (like the router's `_forwarding`): after a crash the set is
+        # empty and every unresolved order is asked about.
+        self._in_flight: set[str] = set()
 
     # --- the order ----------------------------------------------------------------------
 
@@ -337,8 +342,12 @@ class Payer:
         async with context.database.write() as connection:
             await self._reserve(connection, row, now)
         log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
-        verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
-        return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
+        self._in_flight.add(transfer_id)
+        try:
+            verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
+            return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
+        finally:
+            self._in_flight.discard(transfer_id)
 
     async def _prepare(self, row: dict[str, Any], now: int) -> str:
         context = self.context
@@ -483,9 +492,11 @@ class Payer:
     async def resolve_in_doubt(self) -> int:
         """Ask the router about every transfer whose outcome we do not know; returns how
         many were decided by this pass. Transfers are asked about side by side (bounded),
-        so that one slow answer does not keep the others waiting until they expire."""
+        so that one slow answer does not keep the others waiting until they expire. One
+        whose prepare is still on its way in this process is left to that call's reply."""
         async with self.context.database.read() as connection:
-            pending = await store.unresolved_orders(connection, IN_DOUBT_BATCH_MAX)
+            unresolved = await store.unresolved_orders(connection, IN_DOUBT_BATCH_MAX)
+        pending = [row for row in unresolved if row["transfer_id"] not in self._in_flight]
         slots = asyncio.Semaphore(IN_DOUBT_CONCURRENCY)
 
         async def resolve(row: dict[str, Any]) -> bool:
