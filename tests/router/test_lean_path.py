@@ -2,11 +2,13 @@
 
 The router is the real `Router` over a real database (the harness of test_windows.py);
 what is counted is work that once was done twice: signing a decision's TransferStatus for
-the outbox and again for the reply.
+the outbox and again for the reply; statuses delivered one at a time, and only at the next
+poll.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from semops.devnet import ensure_pki
 from semops.protocol import TransferStatus
 from semops.router import service
+from semops.service import outbox
 from semops.store import router as store
 from semops.store.db import Database, sqlite_url
 from tests.databases import BACKENDS, postgres_or_skip
@@ -90,3 +93,58 @@ async def test_a_decision_is_signed_once_for_the_reply_and_the_outbox(
     assert scheme.last_outcome.token == token
     (queued,) = await _undelivered(scheme)
     assert (queued["destination"], queued["body"]) == ("mno-b", token)
+
+
+class HeldStatuses:
+    """Status deliveries wait until `count` of them are in flight at once (then all go
+    on); routed prepares are fulfilled as by the FulfillingPeer."""
+
+    def __init__(self, peer: Any, count: int) -> None:
+        self.peer = peer
+        self.count = count
+        self.in_flight = 0
+        self.together = asyncio.Event()
+        self.delivered: list[str] = []
+
+    async def call_jose(self, method: str, url: str, **options: Any) -> str:
+        if not url.endswith("/v1/scheme/status"):
+            return str(await self.peer.call_jose(method, url, **options))
+        self.in_flight += 1
+        if self.in_flight >= self.count:
+            self.together.set()
+        await self.together.wait()
+        self.delivered.append(options["jose"])
+        return ""
+
+
+async def test_statuses_to_one_processor_go_out_side_by_side(scheme: Scheme) -> None:
+    """Issue 12: one status at a time made payee credits lag seconds behind receipts."""
+    for _ in range(3):
+        assert (await scheme.pay(100))[1] == "committed"
+    held = HeldStatuses(scheme.router.peer, count=3)
+    scheme.router.peer = held  # type: ignore[assignment]
+    # One at a time, the first delivery would wait for the third forever.
+    assert await asyncio.wait_for(scheme.router.deliver_outbox(), 10) == 3
+    assert await _undelivered(scheme) == []
+
+
+async def test_a_decision_wakes_the_outbox_at_once(
+    scheme: Scheme, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    held = HeldStatuses(scheme.router.peer, count=1)
+    scheme.router.peer = held  # type: ignore[assignment]
+    stop = asyncio.Event()
+    background = asyncio.create_task(scheme.router.run_background(stop))
+    try:
+        await asyncio.sleep(0.2)  # the deliverer has looked once and sleeps for an hour
+        await scheme.pay(100)
+        assert scheme.last_outcome is not None
+        for _ in range(100):
+            if held.delivered:
+                break
+            await asyncio.sleep(0.05)
+        assert held.delivered == [scheme.last_outcome.token]
+    finally:
+        stop.set()
+        await asyncio.wait_for(background, 10)
