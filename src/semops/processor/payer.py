@@ -159,11 +159,17 @@ class Payer:
         order = open_signed(token, PaymentOrder, device_ring(device), now).message
         if order.payer_account != device["account_id"]:
             raise SemopsError(E.FORBIDDEN, "the device is not enrolled for this account")
-        stored = await self._stored(order.order_id)
+        async with context.database.read() as connection:  # one look at both tables
+            stored = await store.get_row(connection, store.orders, order.order_id)
+            refused = (
+                await store.get_row(connection, store.order_refusals, order.order_id)
+                if stored is None
+                else None
+            )
         if stored is not None:
             self._retry(stored, order)  # a conflict raises before anything else happens
             return self._retry(await self._ask_if_pending(stored), order)
-        await self._raise_if_refused(order)
+        self._raise_refusal(refused, order)
         refusal = {
             "order_id": order.order_id,
             "account_id": order.payer_account,
@@ -201,6 +207,10 @@ class Payer:
         conflict."""
         async with self.context.database.read() as connection:
             refused = await store.get_row(connection, store.order_refusals, order.order_id)
+        self._raise_refusal(refused, order)
+
+    @staticmethod
+    def _raise_refusal(refused: dict[str, Any] | None, order: PaymentOrder) -> None:
         if refused is None:
             return
         if refused["content_digest"] != order.digest():
@@ -322,9 +332,14 @@ class Payer:
                 RequestState(stored_request["state"]), RequestEvent.TRANSFER_RESERVED
             )
             await self.payee.settle_request(
-                connection, {**stored_request, "state": reserved.value}, row["transfer_id"], now
+                connection,
+                {**stored_request, "state": reserved.value},
+                payee,
+                row["transfer_id"],
+                now,
             )
             decided = await self._commit(connection, row, stored_request["fulfilment"], now)
+        self.context.outbox_wakeup.set()  # committed: the payee's notice is there to be seen
         log.info("order_completed", order_id=order.order_id, transfer_id=row["transfer_id"])
         return answer_of(decided)
 
