@@ -1,8 +1,9 @@
 """Interoperability with an independent JOSE implementation (jwcrypto).
 
-SEMOPS signs and seals with joserfc. A processor built by another vendor will not: these
-tests hold our tokens to jwcrypto's reading of RFC 7515/7516/7518, and jwcrypto's tokens to
-ours, in both directions, for signatures (ES256) and sealed parts (ECDH-ES+A256KW, A256GCM).
+SEMOPS signs and seals with its own recipes on `cryptography`. A processor built by another
+vendor will not: these tests hold our tokens to jwcrypto's reading of RFC 7515/7516/7518,
+and jwcrypto's tokens to ours, in both directions, for signatures (ES256) and sealed parts
+(ECDH-ES+A256KW, A256GCM). test_interop_joserfc.py does the same against joserfc.
 jwcrypto is restricted to exactly the SEMOPS algorithms, as a careful verifier would be.
 """
 

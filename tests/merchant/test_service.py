@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from semops.core.clock import FixedClock
 from semops.core.errors import E
@@ -682,6 +683,8 @@ def test_health_is_public_and_metrics_need_the_api_credential(tmp_path: Path) ->
         good = {"Authorization": "Bearer s3cret-token"}
         metrics = await shop.client.get("/metrics", headers=good)
         assert "semops_merchant_orders_total" in metrics.text
+        for name in ("statements", "write_transactions", "commits"):
+            assert f"semops_db_{name}_total " in metrics.text, name
 
     scenario(tmp_path, body, api_token="s3cret-token")
 
@@ -699,8 +702,8 @@ def test_migrations_are_idempotent(tmp_path: Path) -> None:
         await upgrade(database, "merchant")
         await upgrade(database, "merchant")
         async with database.read() as connection:
-            result = await connection.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            result = await connection.execute(
+                text("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             )
             names = [row[0] for row in result]
         await database.dispose()

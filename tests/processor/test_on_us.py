@@ -391,3 +391,9 @@ async def test_metrics_count_payments_by_outcome(network: Network) -> None:
     assert 'semops_processor_payments_total{outcome="completed"} 1.0' in text
     assert 'semops_processor_payments_total{outcome="refused"} 1.0' in text
     assert "semops_processor_payment_seconds_count 2.0" in text
+    # What the payments asked of the database, read from `Database.stats` at scrape time.
+    stats = bank.processor.context.database.stats
+    assert stats.statements > 0 and stats.writes > 0 and stats.commits > 0
+    assert f"semops_db_statements_total {float(stats.statements)}" in text
+    assert f"semops_db_write_transactions_total {float(stats.writes)}" in text
+    assert f"semops_db_commits_total {float(stats.commits)}" in text

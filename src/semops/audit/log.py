@@ -16,7 +16,6 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.audit.chain import (
     CHECKPOINT_EVERY,
@@ -29,7 +28,7 @@ from semops.audit.chain import (
 from semops.core.clock import Clock
 from semops.crypto import PrivateKey
 from semops.store import audit as store
-from semops.store.db import Database
+from semops.store.db import Connection, Database
 
 log = structlog.get_logger("semops.audit")
 
@@ -61,7 +60,7 @@ class AuditLog:
         self._unsealed_since: int | None = None
 
     async def append(
-        self, connection: AsyncConnection, kind: str, actor: str, data: Mapping[str, Any]
+        self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
     ) -> AuditEntry:
         """Append an entry in the caller's transaction (and a checkpoint when one is due)."""
         now = self.clock.now()
@@ -95,12 +94,12 @@ class AuditLog:
                     return None
             return await self.append(connection, kind, actor, data)
 
-    async def _checkpoint(self, connection: AsyncConnection, covered: AuditEntry, now: int) -> None:
+    async def _checkpoint(self, connection: Connection, covered: AuditEntry, now: int) -> None:
         checkpoint = make_checkpoint(self.service_id, covered, self.sign_key, now)
         await store.insert_entry(connection, self.table, checkpoint.row())
         self._unsealed_since = None
 
-    async def seal(self, connection: AsyncConnection | None = None) -> int | None:
+    async def seal(self, connection: Connection | None = None) -> int | None:
         """Sign the newest entry now unless it is a checkpoint; the seq signed, or None."""
         if connection is None:
             async with self.database.write() as own:

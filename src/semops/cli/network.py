@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -26,6 +27,9 @@ from semops.devnet.demo import (
 )
 from semops.devnet.network import Layout, Network, new_layout
 from semops.service.files import private_dir
+
+if TYPE_CHECKING:
+    from semops.devnet.bench import BenchReport, BenchSettings
 
 DataDirOption = Annotated[
     Path, typer.Option("--data-dir", help="Folder for every actor's keys, databases and logs.")
@@ -188,47 +192,165 @@ def _print_story(steps: list[StoryStep], positions: list[dict[str, object]]) -> 
         )
 
 
+ProfileFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--profile-format",
+        help="py-spy's output format: speedscope, flamegraph (SVG), raw or chrometrace.",
+    ),
+]
+
+
 def bench(
     payments: Annotated[int, typer.Option("--payments", min=1, max=100_000)] = 500,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 16,
     on_us: Annotated[
         bool, typer.Option("--on-us", help="Payer and payee at one processor.")
     ] = False,
+    with_merchant: Annotated[
+        bool,
+        typer.Option(
+            "--with-merchant",
+            help="Run the shop's merchant backend too: orders through it, notices to it.",
+        ),
+    ] = False,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", help="Run on this PostgreSQL server instead of SQLite."),
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option("--profile", help="py-spy each service in the pay phase: a file each here."),
+    ] = None,
+    profile_format: ProfileFormatOption = "speedscope",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Keep the network's data here.")
     ] = None,
 ) -> None:
-    """Drive payments through a live network; the last line has payments/s and latencies."""
-    from rich.progress import Progress
+    """Drive payments through a live network; the last lines have payments/s, latencies and
+    what one payment cost each process (CPU, SQL statements, writes, commits)."""
+    from semops.cli.common import EXIT_BAD_INPUT
+    from semops.devnet.bench import BenchSettings
+    from semops.devnet.profile import SUFFIXES, ProfilerMissing, find_py_spy
 
-    from semops.cli.common import run_async
-    from semops.devnet.bench import create_requests, pay_all, prepare_people
-
+    if profile_format not in SUFFIXES:
+        fail(f"--profile-format: one of {', '.join(SUFFIXES)}", EXIT_BAD_INPUT)
+    py_spy = None
+    if profile is not None:
+        try:
+            py_spy = find_py_spy()
+            profile.mkdir(parents=True, exist_ok=True)
+        except ProfilerMissing as error:
+            fail(str(error), EXIT_BAD_INPUT)
+        except OSError as error:
+            fail(f"--profile: cannot make {profile}: {error.strerror or error}", EXIT_BAD_INPUT)
+    if json_file is not None and not json_file.parent.is_dir():
+        fail(f"--json: {json_file.parent} is not a folder", EXIT_BAD_INPUT)
+    settings = BenchSettings(
+        payments=payments,
+        concurrency=concurrency,
+        on_us=on_us,
+        with_merchant=with_merchant,
+        profile_dir=profile.resolve() if profile is not None else None,
+        profile_format=profile_format,  # type: ignore[arg-type]  # checked above
+        py_spy=py_spy,
+    )
     scratch = None
     if data_dir is None:
         scratch = tempfile.TemporaryDirectory(prefix="semops-bench-")
         data_dir = Path(scratch.name)
-    network = _network(data_dir, fixed_ports=False)
     try:
-        out.print("Starting the network …")
-        network.start()
-        customers, merchant = prepare_people(network, payments, concurrency, on_us=on_us)
-        out.print(f"Creating {payments} payment requests …")
-        tokens = run_async(create_requests(network, merchant, payments))
-        with Progress(console=out, transient=True) as progress:
-            task = progress.add_task("paying", total=payments)
-            result = run_async(pay_all(customers, tokens, lambda: progress.advance(task)))
-    except RuntimeError as error:
-        fail(str(error))
+        private_dir(data_dir)
+        if (data_dir / "network.json").exists():
+            fail(f"{data_dir} already holds a network: bench needs an empty folder")
+        report = _bench_on(data_dir, settings, postgres)
     finally:
-        _stop(network)
         if scratch is not None:
             scratch.cleanup()
-    kind = "on-us" if on_us else "routed bank-a -> mno-b"
-    out.print(f"{kind}, concurrency {concurrency}, {result.failed} failed")
-    out.print(result.summary())
-    if result.failed:
+    _print_bench(report)
+    if json_file is not None:
+        _write_json(json_file, report)
+    if report.result.failed:
         raise typer.Exit(1)
+
+
+def _bench_on(data_dir: Path, settings: BenchSettings, postgres: str | None) -> BenchReport:
+    """The bench on fresh databases: SQLite files in `data_dir`, or PostgreSQL databases
+    made for this run (dropped afterwards)."""
+    import asyncio
+    import secrets
+
+    import aiohttp
+    from rich.progress import Progress
+
+    from semops.cli.common import run_async
+    from semops.devnet.bench import MERCHANT_ROW, prepare, run_bench
+    from semops.devnet.network import PROCESSORS, ROUTER_ID, ServiceError
+    from semops.devnet.postgres import ServerUnavailable, create_databases, drop_databases
+
+    services = [ROUTER_ID, *(processor_id for processor_id, _, _ in PROCESSORS)]
+    if settings.with_merchant:
+        services.append(MERCHANT_ROW)
+    run = secrets.token_hex(4)
+    names = [f"semops_bench_{run}_{service.replace('-', '_')}" for service in services]
+    db_urls: dict[str, str] = {}
+    try:
+        if postgres is not None:
+            created = asyncio.run(create_databases(postgres, names))
+            db_urls = dict(zip(services, created.values(), strict=True))
+    except ServerUnavailable as error:
+        fail(f"--postgres: {error}")
+    merchant_db = db_urls.pop(MERCHANT_ROW, None)
+    network = Network(new_layout(data_dir, fixed_ports=False, db_urls=db_urls))
+
+    def say(line: str) -> None:
+        out.print(escape(line))
+
+    try:
+        prepared = prepare(network, settings, say, merchant_db)
+        with Progress(console=out, transient=True) as progress:
+            task = progress.add_task("paying", total=settings.payments)
+            return run_async(
+                run_bench(network, settings, prepared, say, lambda: progress.advance(task))
+            )
+    except (RuntimeError, ServiceError, aiohttp.ClientError) as error:
+        fail(str(error))  # a service did not start, or refused or failed the setup: its words
+    finally:
+        _stop(network)
+        if postgres is not None:
+            with contextlib.suppress(ServerUnavailable):
+                asyncio.run(drop_databases(postgres, names))
+
+
+def _print_bench(report: BenchReport) -> None:
+    from semops.devnet.costs import FSYNC_LEGEND, cost_table
+
+    for service, outcome in report.profiles.items():
+        if outcome["error"] is None:
+            out.print(f"profile of {service}: {escape(str(outcome['file']))}")
+        else:
+            err.print(f"[red]profile of {service} failed:[/red] {escape(outcome['error'])}")
+    if any(outcome["error"] for outcome in report.profiles.values()):
+        err.print("(py-spy must be allowed to read other processes: root or CAP_SYS_PTRACE)")
+    if report.notices_missing:
+        out.print(f"{report.notices_missing} notices had not reached the shop when it was read")
+    out.print(escape(report.describe()))
+    out.print(escape(report.result.summary()))
+    out.print(f"per completed payment in the pay phase; {escape(FSYNC_LEGEND)}")
+    for line in cost_table(report.costs):
+        out.print(escape(line))
+
+
+def _write_json(path: Path, report: BenchReport) -> None:
+    import json
+
+    try:
+        path.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    except OSError as error:
+        fail(f"--json: cannot write {path}: {error.strerror or error}")
 
 
 def chaos(
@@ -258,7 +380,7 @@ def chaos(
 
     from semops.cli.common import run_async
     from semops.devnet.chaos import SERVICES, ChaosSettings, run_chaos
-    from semops.devnet.postgres import create_databases, drop_databases
+    from semops.devnet.postgres import ServerUnavailable, create_databases, drop_databases
 
     settings = ChaosSettings(
         payments=payments, concurrency=concurrency, faults=faults, kills=kills, seed=seed
@@ -281,9 +403,12 @@ def chaos(
         )
     except RuntimeError as error:  # a service did not start: its own words say why
         fail(str(error))
+    except ServerUnavailable as error:
+        fail(f"--postgres: {error}")
     finally:
         if postgres is not None:
-            asyncio.run(drop_databases(postgres, names))
+            with contextlib.suppress(ServerUnavailable):
+                asyncio.run(drop_databases(postgres, names))
         if scratch is not None:
             scratch.cleanup()
     out.print(escape(report.summary()))

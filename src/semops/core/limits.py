@@ -133,6 +133,9 @@ REASON_CODE_MAX_CHARS: Final = 64
 # Parsed public keys kept in memory: every processor and router key plus the devices active
 # at one processor at a time; 4096 entries is a few MiB at most.
 PUBLIC_KEY_CACHE_ENTRIES: Final = 4096
+# Encoded JWS headers {alg, kid} kept per kid: a process signs under its own few keys (and
+# their rotations); 64 is many times that, and the entries are a hundred bytes each.
+SIGNING_HEADER_CACHE_ENTRIES: Final = 64
 # SEMOPS messages nest at most four levels (directory -> entry -> key -> jwk); 32 leaves
 # room and keeps recursion far from Python's stack limit inside a web framework.
 JSON_DEPTH_MAX: Final = 32

@@ -10,20 +10,22 @@ the directory (or a processor's device registry) maps to a `PublicKeyRecord`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from joserfc.jwk import ECKey
 
-from semops.core.encoding import b64url_decode
+from semops.core.encoding import b64url_decode, b64url_encode
 from semops.core.errors import E, SemopsError
 from semops.core.limits import KEY_SEED_BYTES, KID_MAX_CHARS, PUBLIC_KEY_CACHE_ENTRIES
 
-# The order of the P-256 group (SEC 2, secp256r1 "n").
+# The order of the P-256 group (SEC 2, secp256r1 "n") and the prime of its field ("p").
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_PRIME: Final = 2**256 - 2**224 + 2**192 + 2**96 - 1
 _KID_RE: Final = re.compile(r"^[A-Za-z0-9._~:-]+$")
 _THUMBPRINT_CHARS_IN_KID: Final = 16
 _PUBLIC_JWK_MEMBERS: Final = frozenset({"kty", "crv", "x", "y"})
@@ -54,14 +56,20 @@ def public_jwk(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> d
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     if not isinstance(public.curve, ec.SECP256R1):
         raise ValueError("SEMOPS keys are P-256")
-    members = ECKey.import_key(public).as_dict(private=False)
-    return {name: str(members[name]) for name in sorted(_PUBLIC_JWK_MEMBERS)}
+    numbers = public.public_numbers()
+    return {
+        "crv": "P-256",
+        "kty": "EC",
+        "x": b64url_encode(numbers.x.to_bytes(_COORDINATE_BYTES, "big")),
+        "y": b64url_encode(numbers.y.to_bytes(_COORDINATE_BYTES, "big")),
+    }
 
 
 def thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 thumbprint (SHA-256, base64url) of a public JWK."""
-    members: dict[str, str | list[str]] = dict(check_public_jwk(jwk))
-    return str(ECKey.import_key(members).thumbprint())
+    """RFC 7638 thumbprint (SHA-256, base64url) of a public JWK: the required members
+    {crv, kty, x, y} in lexicographic order, no white space (all ASCII for P-256)."""
+    members = json.dumps(check_public_jwk(jwk), sort_keys=True, separators=(",", ":"))
+    return b64url_encode(hashlib.sha256(members.encode("ascii")).digest())
 
 
 def make_kid(owner: str, jwk: dict[str, str]) -> str:
@@ -94,18 +102,37 @@ def check_public_jwk(jwk: Any) -> dict[str, str]:
     if not all(_is_coordinate(jwk[name]) for name in ("x", "y")):
         raise SemopsError(E.VALIDATION_FAILED, "a P-256 coordinate is 32 bytes in base64url")
     try:
-        ECKey.import_key(dict(jwk))
-    except Exception as error:  # joserfc raises several types for a bad point
+        p256_point(jwk["x"], jwk["y"])
+    except ValueError as error:
         raise SemopsError(
             E.VALIDATION_FAILED, "the public key is not a valid P-256 point"
         ) from error
     return {name: str(jwk[name]) for name in sorted(_PUBLIC_JWK_MEMBERS)}
 
 
+def p256_point(x: str, y: str) -> ec.EllipticCurvePublicKey:
+    """The P-256 public key at (x, y), both 32-byte base64url coordinates.
+
+    Raises ValueError unless both coordinates are below the field prime and the point is
+    on the curve (OpenSSL checks both again). P-256 has cofactor 1: a point on the curve is
+    in the group, there is no small subgroup to confine an ECDH secret to. Uncached: for
+    the ephemeral keys of sealed parts, which are new each time."""
+    try:
+        x_bytes = b64url_decode(x, max_chars=_COORDINATE_CHARS)
+        y_bytes = b64url_decode(y, max_chars=_COORDINATE_CHARS)
+    except SemopsError as error:
+        raise ValueError("a P-256 coordinate is 32 bytes in base64url") from error
+    if len(x_bytes) != _COORDINATE_BYTES or len(y_bytes) != _COORDINATE_BYTES:
+        raise ValueError("a P-256 coordinate is 32 bytes in base64url")
+    if max(int.from_bytes(x_bytes, "big"), int.from_bytes(y_bytes, "big")) >= _P256_PRIME:
+        raise ValueError("a P-256 coordinate must be below the field prime")
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x_bytes + y_bytes)
+
+
 @functools.lru_cache(maxsize=PUBLIC_KEY_CACHE_ENTRIES)
-def _public_ec_key(x: str, y: str) -> ECKey:
+def _cached_point(x: str, y: str) -> ec.EllipticCurvePublicKey:
     """Importing a point validates it on the curve: do it once per key, not per message."""
-    return ECKey.import_key({"kty": "EC", "crv": "P-256", "x": x, "y": y})
+    return p256_point(x, y)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +147,13 @@ class PublicKeyRecord:
     not_after: int
     status: KeyStatus = KeyStatus.ACTIVE
 
-    def joserfc_key(self) -> ECKey:
-        return _public_ec_key(self.jwk["x"], self.jwk["y"])
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The key as a `cryptography` object, imported once per (x, y) and then cached.
+        Raises ValueError if the record's JWK is not a P-256 point."""
+        x, y = self.jwk.get("x"), self.jwk.get("y")
+        if not isinstance(x, str) or not isinstance(y, str):
+            raise ValueError("a public key record has the coordinates x and y")
+        return _cached_point(x, y)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +167,6 @@ class PrivateKey:
 
     def __repr__(self) -> str:  # never print key material
         return f"PrivateKey(kid={self.kid!r}, use={self.use.value})"
-
-    def joserfc_key(self) -> ECKey:
-        return ECKey.import_key(self.key)
 
     def public_record(
         self, not_before: int, not_after: int, status: KeyStatus = KeyStatus.ACTIVE

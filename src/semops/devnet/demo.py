@@ -68,13 +68,20 @@ def merchant_token_file(network: Network, merchant_id: str) -> Path:
     return _merchant_dir(network, merchant_id) / "api-token"
 
 
+def merchant_key_file(network: Network, merchant_id: str) -> Path:
+    """The merchant's API key at its processor (0600), which its backend reads."""
+    return _merchant_dir(network, merchant_id) / "processor-api-key"
+
+
 def merchant_trust_args(network: Network, processor_id: str) -> list[str]:
     """`merchant serve` options that chain its processor's notice key to the scheme root."""
     root = network.data_dir / "pki" / "root-ca.crt"
     return ["--root-ca", str(root), "--processor-id", processor_id]
 
 
-def merchant_backend(network: Network, merchant_id: str, processor_id: str) -> ServiceProcess:
+def merchant_backend(
+    network: Network, merchant_id: str, processor_id: str, db_url: str | None = None
+) -> ServiceProcess:
     folder = _merchant_dir(network, merchant_id)
     port = network.layout.ports["merchant"]
     token_file = merchant_token_file(network, merchant_id)
@@ -95,6 +102,7 @@ def merchant_backend(network: Network, merchant_id: str, processor_id: str) -> S
             "--api-token-file",
             str(token_file),
             *merchant_trust_args(network, processor_id),
+            *(["--db", db_url] if db_url else []),
         ],
         output=folder / "logs" / "stdout.log",
         health_url=f"http://127.0.0.1:{port}/healthz",
@@ -111,9 +119,9 @@ def populate(network: Network) -> Population:
     cafe_id, cafe_processor, cafe_name = CAFE
     webhook = f"http://127.0.0.1:{network.layout.ports['merchant']}/v1/notices"
     cafe = create_merchant(network, cafe_processor, cafe_id, cafe_name, webhook_url=webhook)
-    write_secret(_merchant_dir(network, cafe_id) / "processor-api-key", cafe.api_key.encode())
+    write_secret(merchant_key_file(network, cafe_id), cafe.api_key.encode())
     books = create_merchant(network, BOOKS[1], BOOKS[0], BOOKS[2])
-    write_secret(_merchant_dir(network, BOOKS[0]) / "processor-api-key", books.api_key.encode())
+    write_secret(merchant_key_file(network, BOOKS[0]), books.api_key.encode())
     population = Population(customers, {"cafe": cafe, "books": books})
     population.save(network.data_dir)
     return population
@@ -130,7 +138,7 @@ def load_population(network: Network) -> Population | None:
     }
     merchants = {}
     for key, value in document["merchants"].items():
-        api_key = (_merchant_dir(network, value["merchant_id"]) / "processor-api-key").read_text()
+        api_key = merchant_key_file(network, value["merchant_id"]).read_text()
         merchants[key] = Merchant(**value, api_key=api_key.strip())
     return Population(customers, merchants)
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter
 
 from semops.core.encoding import parse_json
 from semops.core.errors import E, SemopsError
@@ -29,6 +29,7 @@ from semops.merchant.qr import qr_png, qr_svg
 from semops.merchant.service import MerchantService, public_order_view
 from semops.merchant.web import add_pages
 from semops.service.app import create_app, read_jose
+from semops.service.metrics import database_registry, render_metrics
 
 NOTICES = Counter("semops_merchant_notices_total", "Payment notices received", ["outcome"])
 ORDERS = Counter("semops_merchant_orders_total", "Orders created")
@@ -136,6 +137,8 @@ def create_merchant_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    database_metrics = database_registry(service.database)
+
     @app.get("/metrics")
     async def metrics(authorization: Auth = None) -> Response:
         # Order and notice counts are the shop's business volume: only with the API
@@ -143,7 +146,7 @@ def create_merchant_app(
         if expected is None:
             raise SemopsError(E.UNAUTHENTICATED, "metrics need the API credential")
         authorise(authorization)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(render_metrics(REGISTRY, database_metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

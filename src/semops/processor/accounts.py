@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from semops.core.errors import E, SemopsError
 from semops.core.money import Money
 from semops.ledger import (
@@ -47,6 +45,7 @@ from semops.ledger import (
     plan_void,
 )
 from semops.store import processor as store
+from semops.store.db import Connection
 
 _CLOSINGS: Final = ((EntryKind.POST, ClosureKind.POSTED), (EntryKind.VOID, ClosureKind.VOIDED))
 
@@ -67,7 +66,7 @@ def _snapshot(row: dict[str, Any]) -> AccountSnapshot:
 
 
 async def snapshot(
-    connection: AsyncConnection, account_id: str, *, for_update: bool = False
+    connection: Connection, account_id: str, *, for_update: bool = False
 ) -> AccountSnapshot:
     row = await store.get_row(connection, store.accounts, account_id, for_update=for_update)
     if row is None:
@@ -76,7 +75,7 @@ async def snapshot(
 
 
 async def system_snapshot(
-    connection: AsyncConnection, kind: AccountKind, currency: str
+    connection: Connection, kind: AccountKind, currency: str
 ) -> AccountSnapshot:
     assert kind in SYSTEM_KINDS, kind
     row = await store.get_row(connection, store.accounts, system_account_name(kind, currency))
@@ -84,7 +83,7 @@ async def system_snapshot(
     return _snapshot(row)
 
 
-async def ensure_system_accounts(connection: AsyncConnection, currency: str, now: int) -> None:
+async def ensure_system_accounts(connection: Connection, currency: str, now: int) -> None:
     """The suspense, settlement and funding accounts of a currency, made on first use."""
     for kind in sorted(SYSTEM_KINDS):
         name = system_account_name(kind, currency)
@@ -108,7 +107,7 @@ def _new_account(account_id: str, kind: AccountKind, currency: str, now: int) ->
 
 
 async def open_account(
-    connection: AsyncConnection, account_id: str, kind: AccountKind, currency: str, now: int
+    connection: Connection, account_id: str, kind: AccountKind, currency: str, now: int
 ) -> None:
     """A new, empty customer or merchant account (and the currency's system accounts)."""
     assert kind not in SYSTEM_KINDS, kind
@@ -118,7 +117,7 @@ async def open_account(
     )
 
 
-async def stored_entry(connection: AsyncConnection, entry_id: str) -> Entry | None:
+async def stored_entry(connection: Connection, entry_id: str) -> Entry | None:
     row = await store.find_row(connection, store.entries, entry_id=entry_id)
     if row is None:
         return None
@@ -132,7 +131,7 @@ async def stored_entry(connection: AsyncConnection, entry_id: str) -> Entry | No
     )
 
 
-async def lock_accounts(connection: AsyncConnection, account_ids: list[str]) -> None:
+async def lock_accounts(connection: Connection, account_ids: list[str]) -> None:
     """Lock customer and merchant rows up front, in id order (PostgreSQL; SQLite writers
     are serialised anyway). A transaction that moves money between two such accounts
     takes both locks before touching either, so two of them never wait on each other."""
@@ -149,7 +148,7 @@ def _lock_order(posting: Posting) -> tuple[bool, str]:
 
 
 async def _write(
-    connection: AsyncConnection, entry: Entry, touched: list[AccountSnapshot], now: int
+    connection: Connection, entry: Entry, touched: list[AccountSnapshot], now: int
 ) -> None:
     await store.write_entry(
         connection,
@@ -166,7 +165,7 @@ async def _write(
     check_limits(entry, after)  # again after the write, before the caller commits
 
 
-async def _repeat(connection: AsyncConnection, intended: Entry) -> bool:
+async def _repeat(connection: Connection, intended: Entry) -> bool:
     """True if this very entry is already written; conflict if another one is."""
     stored = await stored_entry(connection, intended.entry_id)
     if stored is None:
@@ -175,9 +174,7 @@ async def _repeat(connection: AsyncConnection, intended: Entry) -> bool:
     return True
 
 
-async def reserve(
-    connection: AsyncConnection, payer_id: str, amount: Money, ref: str, now: int
-) -> None:
+async def reserve(connection: Connection, payer_id: str, amount: Money, ref: str, now: int) -> None:
     """Hold `amount` of the payer's money in suspense for transfer or refund `ref`."""
     suspense = await system_snapshot(connection, AccountKind.SUSPENSE, amount.currency)
     intended = move_entry(EntryKind.RESERVE, ref, amount, payer_id, suspense.account_id)
@@ -188,7 +185,7 @@ async def reserve(
     await _write(connection, entry, [payer, suspense], now)
 
 
-async def closure_of(connection: AsyncConnection, ref: str) -> Closure | None:
+async def closure_of(connection: Connection, ref: str) -> Closure | None:
     for entry_kind, closure_kind in _CLOSINGS:
         entry = await stored_entry(connection, entry_id_for(ref, entry_kind))
         if entry is not None:
@@ -198,7 +195,7 @@ async def closure_of(connection: AsyncConnection, ref: str) -> Closure | None:
 
 
 async def post(
-    connection: AsyncConnection, reservation: Reservation, to_account_id: str, now: int
+    connection: Connection, reservation: Reservation, to_account_id: str, now: int
 ) -> bool:
     """Complete a reservation to `to_account_id`; False if it already was (a retry)."""
     requested = Closure(ClosureKind.POSTED, to_account_id)
@@ -212,14 +209,12 @@ async def post(
     return True
 
 
-async def post_to_settlement(
-    connection: AsyncConnection, reservation: Reservation, now: int
-) -> bool:
+async def post_to_settlement(connection: Connection, reservation: Reservation, now: int) -> bool:
     settlement = system_account_name(AccountKind.SETTLEMENT, reservation.amount.currency)
     return await post(connection, reservation, settlement, now)
 
 
-async def void(connection: AsyncConnection, reservation: Reservation, now: int) -> bool:
+async def void(connection: Connection, reservation: Reservation, now: int) -> bool:
     """Release a reservation back to its payer; False if it already was (a retry)."""
     requested = Closure(ClosureKind.VOIDED, reservation.payer_account_id)
     if not check_closing(await closure_of(connection, reservation.ref), requested):
@@ -233,7 +228,7 @@ async def void(connection: AsyncConnection, reservation: Reservation, now: int) 
 
 
 async def credit_inbound(
-    connection: AsyncConnection, to_account_id: str, amount: Money, ref: str, now: int
+    connection: Connection, to_account_id: str, amount: Money, ref: str, now: int
 ) -> None:
     """Money that arrived through the router: settlement -> a merchant or customer."""
     settlement = await system_snapshot(connection, AccountKind.SETTLEMENT, amount.currency)
@@ -248,7 +243,7 @@ async def credit_inbound(
 
 
 async def deposit(
-    connection: AsyncConnection, account_id: str, amount: Money, ref: str, now: int
+    connection: Connection, account_id: str, amount: Money, ref: str, now: int
 ) -> None:
     """Money entering from outside (cash in, a bank transfer): funding -> the account."""
     funding = await system_snapshot(connection, AccountKind.FUNDING, amount.currency)
@@ -260,7 +255,7 @@ async def deposit(
     await _write(connection, entry, [funding, account], now)
 
 
-async def balance_view(connection: AsyncConnection, account_id: str) -> dict[str, Any]:
+async def balance_view(connection: Connection, account_id: str) -> dict[str, Any]:
     """What a customer sees: the booked balance and what is available to spend.
 
     A reservation already left the account (it sits in suspense), so `available` is the

@@ -44,6 +44,7 @@ from semops.protocol.messages import (
     Url,
 )
 from semops.service.app import create_app, jose_response, problem_response, read_jose
+from semops.service.metrics import database_registry, render_metrics
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -151,11 +152,13 @@ def create_operator_app(processor: Processor) -> FastAPI:
     app = create_app(f"SEMOPS processor {processor.settings.processor_id} (operator)", version="1")
     operator = _operator_check(processor)
     _add_health(app, processor)
+    database_metrics = database_registry(processor.context.database)
 
     @app.get("/metrics")
     async def metrics(authorization: Authorization = None) -> Response:
         operator(authorization)
-        return Response(processor.context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        text = render_metrics(processor.context.metrics.registry, database_metrics)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

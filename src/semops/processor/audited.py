@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from semops.audit.log import AuditLog
 from semops.processor.context import Context
 from semops.processor.enrolment import Customers
@@ -23,6 +21,7 @@ from semops.processor.payees import Payees
 from semops.processor.payer import Payer
 from semops.protocol import PayerTransferEvent
 from semops.store import processor as store
+from semops.store.db import Connection
 
 OPERATOR: Final = "operator"
 # The payer events that can end an order as failed (aborted).
@@ -113,7 +112,7 @@ class AuditedPayer(Payer):
         self.audit = audit
 
     async def _commit(
-        self, connection: AsyncConnection, row: dict[str, Any], fulfilment: str, now: int
+        self, connection: Connection, row: dict[str, Any], fulfilment: str, now: int
     ) -> dict[str, Any]:
         committed = await super()._commit(connection, row, fulfilment, now)
         await self.audit.append(

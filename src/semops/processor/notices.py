@@ -16,10 +16,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from semops.core.limits import WALLET_HISTORY_MAX
 from semops.store import processor as store
+from semops.store.db import Connection
 
 CUSTOMER: Final = "customer"
 OPERATOR: Final = "operator"
@@ -34,7 +33,7 @@ class NoticeKind(StrEnum):
 
 
 async def announce(
-    connection: AsyncConnection,
+    connection: Connection,
     account_id: str,
     kind: NoticeKind,
     actor: str,
@@ -57,7 +56,7 @@ async def announce(
     )
 
 
-async def account_notices(connection: AsyncConnection, account_id: str) -> list[dict[str, Any]]:
+async def account_notices(connection: Connection, account_id: str) -> list[dict[str, Any]]:
     """The account's newest notices (a bounded list: a phone screen, not an export)."""
     rows = await store.notices_of(connection, account_id, WALLET_HISTORY_MAX)
     return [

@@ -25,7 +25,6 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.clock import Clock
 from semops.core.encoding import digest_of
@@ -63,6 +62,7 @@ from semops.protocol import (
 )
 from semops.protocol.replay import StoredOutcome
 from semops.store import processor as store
+from semops.store.db import Connection
 
 log = structlog.get_logger("semops.processor")
 
@@ -230,7 +230,7 @@ class Payee:
 
     async def settle_request(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         request: dict[str, Any],
         payee: dict[str, Any],
         transfer_id: str,
@@ -382,7 +382,7 @@ class Payee:
 
     async def _accept(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         routed: RoutedPrepare,
         details: TransferDetails,
         request: dict[str, Any],
@@ -415,7 +415,7 @@ class Payee:
 
     async def _reject(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         routed: RoutedPrepare,
         details: TransferDetails | None,
         refusal: SemopsError,
@@ -493,7 +493,7 @@ class Payee:
 
     async def _credit(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         inbound: dict[str, Any],
         request: dict[str, Any],
         now: int,

@@ -34,7 +34,6 @@ from typing import Any, Final
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.errors import E, SemopsError, lookup
 from semops.core.ids import IdKind
@@ -79,6 +78,7 @@ from semops.protocol import (
     seal,
 )
 from semops.store import processor as store
+from semops.store.db import Connection
 
 log = structlog.get_logger("semops.processor")
 # A lost prepare is sent again only while the router can still forward it in time.
@@ -291,7 +291,7 @@ class Payer:
             "prepare": None,
         }
 
-    async def _reserve(self, connection: AsyncConnection, row: dict[str, Any], now: int) -> None:
+    async def _reserve(self, connection: Connection, row: dict[str, Any], now: int) -> None:
         # First in the writing transaction: a concurrent retry of this order may have won.
         if await store.get_row(connection, store.orders, row["order_id"]) is not None:
             raise _Raced
@@ -475,7 +475,7 @@ class Payer:
         return True
 
     async def _commit(
-        self, connection: AsyncConnection, row: dict[str, Any], fulfilment: str, now: int
+        self, connection: Connection, row: dict[str, Any], fulfilment: str, now: int
     ) -> dict[str, Any]:
         state = PAYER_TRANSFER.next(PayerTransferState(row["state"]), PayerTransferEvent.COMMITTED)
         receipt = Receipt(

@@ -32,7 +32,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.encoding import digest_of
 from semops.core.errors import E, SemopsError
@@ -68,6 +67,7 @@ from semops.protocol import (
     merchant_refund_code,
 )
 from semops.store import processor as store
+from semops.store.db import Connection
 
 log = structlog.get_logger("semops.processor")
 
@@ -139,7 +139,7 @@ class Refunds:
 
     async def _start(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         payee: dict[str, Any],
         request: dict[str, Any] | None,
         amount_minor: int,
@@ -178,7 +178,7 @@ class Refunds:
         return row
 
     async def _complete_on_us(
-        self, connection: AsyncConnection, row: dict[str, Any], now: int
+        self, connection: Connection, row: dict[str, Any], now: int
     ) -> dict[str, Any]:
         """The payer is ours too: the reservation goes straight back to the payer."""
         order = await store.find_row(connection, store.orders, transfer_id=row["transfer_id"])
@@ -187,7 +187,7 @@ class Refunds:
         return await self._completed(connection, row, now)
 
     async def _completed(
-        self, connection: AsyncConnection, row: dict[str, Any], now: int
+        self, connection: Connection, row: dict[str, Any], now: int
     ) -> dict[str, Any]:
         state = REFUND.next(RefundState(row["state"]), RefundEvent.ACCEPTED)
         await store.update_row(
@@ -275,9 +275,7 @@ class Refunds:
             await store.update_row(connection, store.refunds_out, refund_id, values)
         return {**row, **values}
 
-    async def _retry(
-        self, connection: AsyncConnection, row: dict[str, Any], now: int
-    ) -> dict[str, Any]:
+    async def _retry(self, connection: Connection, row: dict[str, Any], now: int) -> dict[str, Any]:
         """The attempt will never commit: a new one, under a new id, waits to be sent. The
         money stays held: released under the old id, reserved again under the new one."""
         state = REFUND.next(RefundState(row["state"]), RefundEvent.RETRY)
@@ -434,7 +432,7 @@ class Refunds:
 
     @staticmethod
     async def _refusal(
-        connection: AsyncConnection, refund: RefundTransfer, order: dict[str, Any] | None
+        connection: Connection, refund: RefundTransfer, order: dict[str, Any] | None
     ) -> SemopsError | None:
         if (
             order is None

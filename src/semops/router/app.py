@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from semops.audit.report import WINDOW_ID_MAX
@@ -32,6 +32,7 @@ from semops.protocol import require_same_party
 from semops.router.service import Outcome, Router
 from semops.router.settlement import Settlement
 from semops.service.app import create_app, jose_response, read_jose
+from semops.service.metrics import database_registry, render_metrics
 from semops.service.tls import SchemePeerGate, scheme_peer
 
 TRANSFERS = Counter("semops_router_transfers_total", "Transfers answered", ["kind", "outcome"])
@@ -229,10 +230,13 @@ def create_operator_app(
 
     # Only here, behind the operator token: transfer counts per outcome, read around a
     # payment, would tell a participant about other participants' traffic.
+    database_metrics = database_registry(router.database)
+
     @app.get("/metrics")
     async def metrics(authorization: Auth = None) -> Response:
         authorise(authorization)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = render_metrics(REGISTRY, database_metrics)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     _add_health(app)
     return app

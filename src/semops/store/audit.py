@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from semops.store.db import Connection
 
 # Any fixed number works: each service has its own database, so no two services share it.
 _ADVISORY_LOCK_KEY: Final = 0x5E0A0D17
@@ -36,14 +37,14 @@ def audit_table(metadata: MetaData) -> Table:
     )
 
 
-async def lock_for_append(connection: AsyncConnection) -> None:
+async def lock_for_append(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         await connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
         )
 
 
-async def last_entry(connection: AsyncConnection, table: Table) -> tuple[int, str, str] | None:
+async def last_entry(connection: Connection, table: Table) -> tuple[int, str, str] | None:
     """(seq, hash, kind) of the newest entry, or None for an empty log."""
     result = await connection.execute(
         select(table.c.seq, table.c.hash, table.c.kind).order_by(table.c.seq.desc()).limit(1)
@@ -52,9 +53,7 @@ async def last_entry(connection: AsyncConnection, table: Table) -> tuple[int, st
     return (int(row[0]), str(row[1]), str(row[2])) if row is not None else None
 
 
-async def recent_entries(
-    connection: AsyncConnection, table: Table, limit: int
-) -> list[tuple[str, str]]:
+async def recent_entries(connection: Connection, table: Table, limit: int) -> list[tuple[str, str]]:
     """(kind, data) of the newest entries, newest first."""
     result = await connection.execute(
         select(table.c.kind, table.c.data).order_by(table.c.seq.desc()).limit(limit)
@@ -62,12 +61,12 @@ async def recent_entries(
     return [(str(row[0]), str(row[1])) for row in result]
 
 
-async def insert_entry(connection: AsyncConnection, table: Table, row: dict[str, Any]) -> None:
+async def insert_entry(connection: Connection, table: Table, row: dict[str, Any]) -> None:
     await connection.execute(insert(table).values(**row))
 
 
 async def entries_after(
-    connection: AsyncConnection, table: Table, after_seq: int, limit: int
+    connection: Connection, table: Table, after_seq: int, limit: int
 ) -> list[dict[str, Any]]:
     """A page of entries in seq order (the verifier reads the log in pages)."""
     result = await connection.execute(

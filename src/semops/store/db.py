@@ -2,15 +2,27 @@
 
 The only place that knows the two dialects apart. Each service has its own database, named
 by a SQLAlchemy URL (`sqlite+aiosqlite:///path/bank-a.db`, `postgresql+asyncpg://host/db`).
+The store functions take a `Connection` and build statements with SQLAlchemy Core; what
+runs them differs:
 
-SQLite: WAL journal (readers never block the writer), `busy_timeout` so a writer waits
-instead of failing, foreign keys on, and write transactions opened with BEGIN IMMEDIATE so
-two transactions never deadlock upgrading a read lock to a write lock. Within one process
-writes are also serialised by `Database.write()`, which costs nothing SQLite would not
-serialise anyway and turns lock waits into an orderly queue.
+SQLite runs in the calling thread. A statement by key costs a few microseconds in sqlite3;
+handing each one to a worker thread (aiosqlite) cost a hundred times that, in thread hops
+and context switches. What may block is handed off instead: taking the write lock when
+another process holds it, and the commit's fsync. WAL journal (readers never block the
+writer), `synchronous=FULL` (a commit the caller was told about survives power loss),
+foreign keys on; reader connections are `query_only`.
 
-PostgreSQL: READ COMMITTED with row locks (`SELECT … FOR UPDATE`) and conditional updates
-where a decision depends on a value; a bounded pool per worker.
+Writes are serialised in the process (SQLite serialises writers anyway) and *grouped*: each
+`write()` runs as a SAVEPOINT inside the open database transaction, and one COMMIT -- one
+fsync -- makes every write that finished meanwhile durable at once. A `write()` returns only
+after its COMMIT, so nobody is told of a change that could still be lost; a write that
+fails is rolled back to its savepoint and leaves the others alone. Under load the group
+grows by itself: whoever arrives during one fsync goes into the next.
+
+PostgreSQL: asyncpg through SQLAlchemy's async engine, READ COMMITTED with row locks
+(`SELECT ... FOR UPDATE`) and conditional updates where a decision depends on a value; a
+bounded pool per worker; no pre-ping per checkout (a broken connection fails one call and
+is replaced).
 """
 
 from __future__ import annotations
@@ -18,26 +30,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
-from sqlalchemy import Table, event
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # A payment touches a handful of rows; five seconds of waiting for the write lock means the
 # process is overloaded and the caller should get a clear "try again", not a hang.
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+_SQLITE_LOCK_POLL_S: Final = 0.002
 # Connections per worker process: enough for concurrent requests, bounded so N workers
 # times this stays under PostgreSQL's default max_connections (100).
 POOL_SIZE: Final = 10
 POOL_OVERFLOW_MAX: Final = 5
 POOL_TIMEOUT_S: Final = 10
-_READ_ONLY: Final = "semops_read_only"
+# Idle SQLite reader connections kept for reuse (more are opened when reads overlap).
+SQLITE_READERS_KEPT: Final = 8
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    """What the store functions need of a connection, on either backend."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
 
 
 def sqlite_url(path: Path) -> str:
@@ -59,47 +87,43 @@ def _create_private_file(url: str) -> None:
     os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
-    _create_private_file(url)
-    engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW_MAX)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (pysqlite's implicit transactions are off).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Readers take a deferred (shared) transaction; writers the write lock up front.
-        read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    return engine
+def _sqlite_pragmas(dbapi_connection: Any, *, reader: bool) -> None:
+    # We issue BEGIN ourselves: pysqlite's implicit transactions are off.
+    dbapi_connection.isolation_level = None
+    # The writer must not wait inside SQLite (that would stop the event loop): its
+    # BEGIN IMMEDIATE fails at once when another process writes, and waits in a thread.
+    busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS if reader else 0
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=FULL",
+        f"busy_timeout={busy_timeout_ms}",
+        "foreign_keys=ON",
+        *(("query_only=ON",) if reader else ()),
+    ):
+        dbapi_connection.execute(f"PRAGMA {pragma}")
 
 
-def _postgres_engine(url: str) -> AsyncEngine:
-    return create_async_engine(
-        url,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW_MAX,
-        pool_timeout=POOL_TIMEOUT_S,
-        pool_pre_ping=True,
-    )
+def _migration_engine(url: str) -> AsyncEngine:
+    """The async engine used for migrations and inspection (never on the payment path)."""
+    if is_sqlite(url):
+        engine = create_async_engine(url, pool_size=1, max_overflow=0)
 
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, reader=False)
+            dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
-def create_engine_for(url: str) -> AsyncEngine:
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
     backend = make_url(url).get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(url)
-    if backend == "postgresql":
-        return _postgres_engine(url)
-    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+    if backend != "postgresql":
+        raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+    return create_async_engine(
+        url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW_MAX, pool_timeout=POOL_TIMEOUT_S
+    )
 
 
 @dataclass(slots=True)
@@ -107,58 +131,247 @@ class DatabaseStats:
     """What this process asked of its database since it started (the operator's metrics
     and `semops bench` report them per payment)."""
 
-    statements: int = 0  # SQL statements executed, BEGIN/COMMIT not counted
+    statements: int = 0  # SQL statements executed, BEGIN/SAVEPOINT/COMMIT not counted
     writes: int = 0  # write transactions asked for (`Database.write()`)
     commits: int = 0  # COMMITs that reached the database (each one a durable sync)
 
 
+class _SqliteConnection:
+    """A SQLAlchemy connection run in the calling thread behind the `Connection` API."""
+
+    __slots__ = ("_connection", "_stats", "dialect")
+
+    def __init__(self, connection: SyncConnection, stats: DatabaseStats) -> None:
+        self._connection = connection
+        self._stats = stats
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        self._stats.statements += 1
+        return self._connection.execute(statement, parameters)
+
+    async def run_sync(self, function: Callable[..., T], *args: Any) -> T:
+        return function(self._connection, *args)
+
+
+def _raw(connection: SyncConnection) -> sqlite3.Connection:
+    raw = connection.connection.dbapi_connection
+    assert isinstance(raw, sqlite3.Connection)
+    return raw
+
+
+class _SqliteBackend:
+    """One writer connection with group commit, and a few reader connections."""
+
+    def __init__(self, url: str, stats: DatabaseStats) -> None:
+        _create_private_file(url)
+        sync_url = make_url(url).set(drivername="sqlite")
+        # The commit's fsync runs in a worker thread while no one else uses the writer.
+        self._engine: Engine = create_engine(
+            sync_url,
+            connect_args={"check_same_thread": False},
+            pool_size=1,
+            max_overflow=SQLITE_READERS_KEPT + POOL_SIZE,
+        )
+        self._stats = stats
+        self._lock = asyncio.Lock()
+        self._writer: _SqliteConnection | None = None
+        self._open = False  # a database transaction is open on the writer
+        self._group: asyncio.Future[None] | None = None  # writes waiting for the next COMMIT
+        self._committer: asyncio.Task[None] | None = None
+        self._readers: list[SyncConnection] = []
+
+    def _connect(self, *, reader: bool) -> SyncConnection:
+        connection = self._engine.connect()
+        _sqlite_pragmas(_raw(connection), reader=reader)
+        return connection
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[_SqliteConnection]:
+        failed: BaseException | None = None
+        async with self._lock:
+            if self._writer is None:
+                self._writer = _SqliteConnection(self._connect(reader=False), self._stats)
+            raw = _raw(self._writer._connection)
+            if not self._open:
+                await self._begin(raw)
+            raw.execute("SAVEPOINT semops_write")
+            try:
+                yield self._writer
+            except BaseException as error:
+                self._undo(raw)
+                failed = error
+            else:
+                raw.execute("RELEASE semops_write")
+                if self._group is None:
+                    self._group = asyncio.get_running_loop().create_future()
+                if self._committer is None:
+                    self._committer = asyncio.create_task(self._commit(raw))
+            group = self._group
+        if group is not None:
+            if failed is None:
+                await asyncio.shield(group)
+            else:
+                # What made this write fail may be another write of its group (a unique
+                # key it took a moment ago): wait until that is committed, so that what
+                # the caller reads next agrees with the error it gets.
+                await asyncio.wait([group])
+        if failed is not None:
+            raise failed
+
+    async def _begin(self, raw: sqlite3.Connection) -> None:
+        """Take the database's write lock; wait in a thread if another process holds it."""
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as busy:
+            if busy.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            await asyncio.to_thread(_begin_waiting, raw)
+        self._open = True
+
+    def _undo(self, raw: sqlite3.Connection) -> None:
+        """A write failed: forget its changes, keep those of the others in its group."""
+        try:
+            raw.execute("ROLLBACK TO semops_write")
+            raw.execute("RELEASE semops_write")
+        except sqlite3.Error:  # SQLite rolled the whole transaction back itself
+            self._fail_group(raw, sqlite3.OperationalError("the database transaction failed"))
+            return
+        if self._group is None:  # nobody else is waiting: end the transaction now
+            raw.execute("ROLLBACK")
+            self._open = False
+
+    def _fail_group(self, raw: sqlite3.Connection, error: BaseException) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+        self._open = False
+        group, self._group = self._group, None
+        if group is not None and not group.done():
+            group.set_exception(error)
+
+    async def _commit(self, raw: sqlite3.Connection) -> None:
+        async with self._lock:
+            self._committer = None
+            group, self._group = self._group, None
+            if group is None:  # the group failed meanwhile, and was told
+                return
+            committing = asyncio.ensure_future(asyncio.to_thread(raw.execute, "COMMIT"))
+            cancelled = False
+            try:
+                await asyncio.shield(committing)
+            except asyncio.CancelledError:
+                # Shutting down: the thread finishes the COMMIT; learn its outcome before
+                # anyone else may touch the writer connection.
+                cancelled = True
+                await asyncio.wait([committing])
+            except Exception:  # noqa: S110 - the outcome is read from `committing` below
+                pass
+            self._stats.commits += 1
+            failure = committing.exception()
+            if failure is None:
+                self._open = False
+                group.set_result(None)
+            else:
+                self._group = group
+                self._fail_group(raw, failure)
+            if cancelled:
+                raise asyncio.CancelledError
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[_SqliteConnection]:
+        connection = self._readers.pop() if self._readers else self._connect(reader=True)
+        raw = _raw(connection)
+        raw.execute("BEGIN")  # one snapshot for the whole read
+        try:
+            yield _SqliteConnection(connection, self._stats)
+        finally:
+            raw.execute("ROLLBACK")
+            if len(self._readers) < SQLITE_READERS_KEPT:
+                self._readers.append(connection)
+            else:
+                connection.close()
+
+    async def dispose(self) -> None:
+        async with self._lock:  # the last group is committed first
+            pass
+        if self._committer is not None:
+            await self._committer
+        for connection in self._readers:
+            connection.close()
+        self._readers.clear()
+        if self._writer is not None:
+            self._writer._connection.close()
+            self._writer = None
+        self._engine.dispose()
+
+
+def _begin_waiting(raw: sqlite3.Connection) -> None:
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as busy:
+            if busy.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(_SQLITE_LOCK_POLL_S)
+
+
 class Database:
-    """An engine plus the write discipline of its dialect."""
+    """A service's database: `write()` and `read()` transactions, in its dialect."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = create_engine_for(url)
         self.sqlite = is_sqlite(url)
-        self._write_lock = asyncio.Lock() if self.sqlite else None
         self.stats = DatabaseStats()
-        stats = self.stats
+        # Migrations and inspection; on PostgreSQL also every transaction.
+        self.engine = _migration_engine(url)
+        self._sqlite = _SqliteBackend(url, self.stats) if self.sqlite else None
+        if self._sqlite is None:
+            stats = self.stats
 
-        @event.listens_for(self.engine.sync_engine, "before_cursor_execute")
-        def _count(_connection: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-            if not statement.startswith("BEGIN"):
+            @event.listens_for(self.engine.sync_engine, "before_cursor_execute")
+            def _count(*_args: Any) -> None:
                 stats.statements += 1
 
-        @event.listens_for(self.engine.sync_engine, "commit")
-        def _committed(*_args: Any) -> None:
-            stats.commits += 1
+            @event.listens_for(self.engine.sync_engine, "commit")
+            def _committed(*_args: Any) -> None:
+                stats.commits += 1
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed on success, rolled back on any exception."""
+    async def write(self) -> AsyncIterator[Connection]:
+        """One write transaction: durable when this returns, rolled back on any exception."""
         self.stats.writes += 1
-        if self._write_lock is None:
-            async with self.engine.begin() as connection:
+        if self._sqlite is not None:
+            async with self._sqlite.write() as connection:
                 yield connection
             return
-        async with self._write_lock, self.engine.begin() as connection:
+        async with self.engine.begin() as connection:
             yield connection
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
+        """One read-only transaction: a consistent snapshot."""
+        if self._sqlite is not None:
+            async with self._sqlite.read() as connection:
+                yield connection
+            return
         async with self.engine.connect() as connection:
-            await connection.execution_options(**{_READ_ONLY: True})
             yield connection
 
     def for_update(self) -> bool:
-        """Whether SELECT … FOR UPDATE is meaningful (PostgreSQL) or a no-op (SQLite)."""
+        """Whether SELECT ... FOR UPDATE is meaningful (PostgreSQL) or a no-op (SQLite)."""
         return not self.sqlite
 
     async def dispose(self) -> None:
+        if self._sqlite is not None:
+            await self._sqlite.dispose()
         await self.engine.dispose()
 
 
 def upsert(
-    connection: AsyncConnection,
+    connection: Connection,
     table: Table,
     values: dict[str, Any],
     keys: list[str],

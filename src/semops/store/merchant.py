@@ -37,9 +37,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.limits import ORDERS_PAGE_MAX
+from semops.store.db import Connection
 
 metadata = MetaData()
 
@@ -118,12 +118,12 @@ REFUND_UNSETTLED = ("requested", "sent", "in_doubt")
 # Every function takes an open connection: the caller decides the transaction boundary.
 
 
-async def insert_order(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def insert_order(connection: Connection, row: dict[str, Any]) -> None:
     await connection.execute(insert(orders).values(**row))
 
 
 async def get_order(
-    connection: AsyncConnection, order_id: str, *, for_update: bool = False
+    connection: Connection, order_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     query = select(orders).where(orders.c.order_id == order_id)
     if for_update and connection.dialect.name == "postgresql":
@@ -132,9 +132,7 @@ async def get_order(
     return dict(row) if row is not None else None
 
 
-async def get_order_by_key(
-    connection: AsyncConnection, idempotency_key: str
-) -> dict[str, Any] | None:
+async def get_order_by_key(connection: Connection, idempotency_key: str) -> dict[str, Any] | None:
     result = await connection.execute(
         select(orders).where(orders.c.idempotency_key == idempotency_key)
     )
@@ -142,16 +140,14 @@ async def get_order_by_key(
     return dict(row) if row is not None else None
 
 
-async def get_order_by_request(
-    connection: AsyncConnection, request_id: str
-) -> dict[str, Any] | None:
+async def get_order_by_request(connection: Connection, request_id: str) -> dict[str, Any] | None:
     result = await connection.execute(select(orders).where(orders.c.request_id == request_id))
     row = result.mappings().first()
     return dict(row) if row is not None else None
 
 
 async def update_order(
-    connection: AsyncConnection, order_id: str, expected_state: str, values: dict[str, Any]
+    connection: Connection, order_id: str, expected_state: str, values: dict[str, Any]
 ) -> bool:
     """Change an order only if it is still in `expected_state` (false if it moved)."""
     result = await connection.execute(
@@ -162,7 +158,7 @@ async def update_order(
     return bool(result.rowcount == 1)
 
 
-async def forget_unanswered_order(connection: AsyncConnection, order_id: str) -> bool:
+async def forget_unanswered_order(connection: Connection, order_id: str) -> bool:
     """Remove an order the processor refused at once (still CREATING: nothing else refers
     to it), so refused input leaves no trace; False if it moved meanwhile."""
     result = await connection.execute(
@@ -171,14 +167,14 @@ async def forget_unanswered_order(connection: AsyncConnection, order_id: str) ->
     return bool(result.rowcount == 1)
 
 
-async def mark_polled(connection: AsyncConnection, order_id: str, now: int) -> None:
+async def mark_polled(connection: Connection, order_id: str, now: int) -> None:
     await connection.execute(
         update(orders).where(orders.c.order_id == order_id).values(polled_at=now)
     )
 
 
 async def orders_to_poll(
-    connection: AsyncConnection, states: tuple[str, ...], polled_before: int, limit: int
+    connection: Connection, states: tuple[str, ...], polled_before: int, limit: int
 ) -> list[dict[str, Any]]:
     """Orders waiting for news (longest-waiting first), plus paid ones with open refunds."""
     unsettled = (
@@ -197,7 +193,7 @@ async def orders_to_poll(
 
 
 async def list_orders(
-    connection: AsyncConnection, before: tuple[int, str] | None, limit: int
+    connection: Connection, before: tuple[int, str] | None, limit: int
 ) -> list[dict[str, Any]]:
     """A page of orders, newest first; `before` is the (created_at, order_id) of the last
     row of the previous page (keyset paging: stable while new orders arrive)."""
@@ -215,7 +211,7 @@ async def list_orders(
 
 
 async def refund_totals(
-    connection: AsyncConnection, order_ids: list[str], states: tuple[str, ...]
+    connection: Connection, order_ids: list[str], states: tuple[str, ...]
 ) -> dict[str, int]:
     """For each of the orders, the sum of its refunds in the given states (absent: 0)."""
     if not order_ids:
@@ -228,12 +224,12 @@ async def refund_totals(
     return {order_id: int(total) for order_id, total in result.all()}
 
 
-async def insert_refund(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def insert_refund(connection: Connection, row: dict[str, Any]) -> None:
     await connection.execute(insert(refunds).values(**row))
 
 
 async def get_refund(
-    connection: AsyncConnection, refund_id: str, *, for_update: bool = False
+    connection: Connection, refund_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     """A refund; `for_update` locks it to the end of the transaction (PostgreSQL)."""
     query = select(refunds).where(refunds.c.refund_id == refund_id)
@@ -243,17 +239,13 @@ async def get_refund(
     return dict(row) if row is not None else None
 
 
-async def update_refund(
-    connection: AsyncConnection, refund_id: str, values: dict[str, Any]
-) -> None:
+async def update_refund(connection: Connection, refund_id: str, values: dict[str, Any]) -> None:
     await connection.execute(
         update(refunds).where(refunds.c.refund_id == refund_id).values(**values)
     )
 
 
-async def get_refund_by_key(
-    connection: AsyncConnection, idempotency_key: str
-) -> dict[str, Any] | None:
+async def get_refund_by_key(connection: Connection, idempotency_key: str) -> dict[str, Any] | None:
     result = await connection.execute(
         select(refunds).where(refunds.c.idempotency_key == idempotency_key)
     )
@@ -261,7 +253,7 @@ async def get_refund_by_key(
     return dict(row) if row is not None else None
 
 
-async def refunds_of(connection: AsyncConnection, order_id: str) -> list[dict[str, Any]]:
+async def refunds_of(connection: Connection, order_id: str) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(refunds)
         .where(refunds.c.order_id == order_id)
@@ -271,7 +263,7 @@ async def refunds_of(connection: AsyncConnection, order_id: str) -> list[dict[st
     return [dict(row) for row in result.mappings()]
 
 
-async def refund_total(connection: AsyncConnection, order_id: str, states: tuple[str, ...]) -> int:
+async def refund_total(connection: Connection, order_id: str, states: tuple[str, ...]) -> int:
     """The sum of an order's refunds in the given states."""
     result = await connection.execute(
         select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
@@ -282,7 +274,7 @@ async def refund_total(connection: AsyncConnection, order_id: str, states: tuple
 
 
 async def open_session(
-    connection: AsyncConnection, row: dict[str, Any], now: int, sessions_max: int
+    connection: Connection, row: dict[str, Any], now: int, sessions_max: int
 ) -> None:
     """Store a new session; first drop expired ones, then the oldest beyond the bound."""
     await connection.execute(delete(sessions).where(sessions.c.expires_at <= now))
@@ -295,7 +287,7 @@ async def open_session(
     await connection.execute(insert(sessions).values(**row))
 
 
-async def get_session(connection: AsyncConnection, session_digest: str) -> dict[str, Any] | None:
+async def get_session(connection: Connection, session_digest: str) -> dict[str, Any] | None:
     result = await connection.execute(
         select(sessions).where(sessions.c.session_digest == session_digest)
     )
@@ -303,11 +295,11 @@ async def get_session(connection: AsyncConnection, session_digest: str) -> dict[
     return dict(row) if row is not None else None
 
 
-async def close_session(connection: AsyncConnection, session_digest: str) -> None:
+async def close_session(connection: Connection, session_digest: str) -> None:
     await connection.execute(delete(sessions).where(sessions.c.session_digest == session_digest))
 
 
-async def save_notice(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+async def save_notice(connection: Connection, row: dict[str, Any]) -> bool:
     """Store a verified notice once; false if its transfer was already recorded."""
     existing = await connection.execute(
         select(notices.c.transfer_id).where(notices.c.transfer_id == row["transfer_id"])
@@ -318,7 +310,7 @@ async def save_notice(connection: AsyncConnection, row: dict[str, Any]) -> bool:
     return True
 
 
-async def get_notice(connection: AsyncConnection, transfer_id: str) -> dict[str, Any] | None:
+async def get_notice(connection: Connection, transfer_id: str) -> dict[str, Any] | None:
     result = await connection.execute(select(notices).where(notices.c.transfer_id == transfer_id))
     row = result.mappings().first()
     return dict(row) if row is not None else None

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from semops.store.db import Connection
 
 
 async def due_messages(
-    connection: AsyncConnection, outbox: Table, now: int, limit: int
+    connection: Connection, outbox: Table, now: int, limit: int
 ) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(outbox)
@@ -21,16 +22,14 @@ async def due_messages(
     return [dict(row) for row in result.mappings()]
 
 
-async def mark_delivered(
-    connection: AsyncConnection, outbox: Table, message_id: int, now: int
-) -> None:
+async def mark_delivered(connection: Connection, outbox: Table, message_id: int, now: int) -> None:
     await connection.execute(
         update(outbox).where(outbox.c.message_id == message_id).values(delivered_at=now)
     )
 
 
 async def mark_attempt(
-    connection: AsyncConnection, outbox: Table, message_id: int, attempts: int, at: int
+    connection: Connection, outbox: Table, message_id: int, attempts: int, at: int
 ) -> None:
     await connection.execute(
         update(outbox)

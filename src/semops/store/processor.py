@@ -46,10 +46,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.store import outbox as outbox_queries
 from semops.store.audit import audit_table
+from semops.store.db import Connection
 
 metadata = MetaData()
 
@@ -365,7 +365,7 @@ def _key_column(table: Table) -> Any:
 
 
 async def get_row(
-    connection: AsyncConnection, table: Table, key: str, *, for_update: bool = False
+    connection: Connection, table: Table, key: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     """The row of a single-column-key table, or None."""
     query = select(table).where(_key_column(table) == key)
@@ -376,7 +376,7 @@ async def get_row(
 
 
 async def find_row(
-    connection: AsyncConnection, table: Table, *, for_update: bool = False, **where: Any
+    connection: Connection, table: Table, *, for_update: bool = False, **where: Any
 ) -> dict[str, Any] | None:
     """The first row whose columns equal `where`, or None."""
     query = select(table).where(and_(*(table.c[name] == value for name, value in where.items())))
@@ -392,19 +392,19 @@ async def find_row(
 _PAYEE_NAMES_LOCK_KEY: Final = 0x5E0A9A7E
 
 
-async def lock_payee_names(connection: AsyncConnection) -> None:
+async def lock_payee_names(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         await connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PAYEE_NAMES_LOCK_KEY}
         )
 
 
-async def insert_row(connection: AsyncConnection, table: Table, row: dict[str, Any]) -> None:
+async def insert_row(connection: Connection, table: Table, row: dict[str, Any]) -> None:
     await connection.execute(insert(table).values(**row))
 
 
 async def update_row(
-    connection: AsyncConnection,
+    connection: Connection,
     table: Table,
     key: str,
     values: dict[str, Any],
@@ -416,11 +416,11 @@ async def update_row(
     if expected_state is not None:
         condition = and_(condition, table.c.state == expected_state)
     result = await connection.execute(update(table).where(condition).values(**values))
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
 async def list_rows(
-    connection: AsyncConnection, table: Table, limit: int, **where: Any
+    connection: Connection, table: Table, limit: int, **where: Any
 ) -> list[dict[str, Any]]:
     query = select(table).where(and_(*(table.c[name] == value for name, value in where.items())))
     result = await connection.execute(query.order_by(table.c.created_at.desc()).limit(limit))
@@ -430,7 +430,7 @@ async def list_rows(
 # --- ledger ---------------------------------------------------------------------------------
 
 
-async def system_account_id(connection: AsyncConnection, kind: str, currency: str) -> str | None:
+async def system_account_id(connection: Connection, kind: str, currency: str) -> str | None:
     result = await connection.execute(
         select(accounts.c.account_id).where(
             accounts.c.kind == kind, accounts.c.currency == currency
@@ -441,7 +441,7 @@ async def system_account_id(connection: AsyncConnection, kind: str, currency: st
 
 
 async def write_entry(
-    connection: AsyncConnection,
+    connection: Connection,
     entry_id: str,
     kind: str,
     transfer_ref: str,
@@ -472,7 +472,7 @@ async def write_entry(
         )
 
 
-async def entry_postings(connection: AsyncConnection, entry_id: str) -> list[tuple[str, int]]:
+async def entry_postings(connection: Connection, entry_id: str) -> list[tuple[str, int]]:
     result = await connection.execute(
         select(postings.c.account_id, postings.c.amount_minor).where(
             postings.c.entry_id == entry_id
@@ -481,7 +481,7 @@ async def entry_postings(connection: AsyncConnection, entry_id: str) -> list[tup
     return [(str(row[0]), int(row[1])) for row in result]
 
 
-async def postings_total(connection: AsyncConnection, account_id: str) -> int:
+async def postings_total(connection: Connection, account_id: str) -> int:
     result = await connection.execute(
         select(func.coalesce(func.sum(postings.c.amount_minor), 0)).where(
             postings.c.account_id == account_id
@@ -490,7 +490,7 @@ async def postings_total(connection: AsyncConnection, account_id: str) -> int:
     return int(result.scalar_one())
 
 
-async def held_minor(connection: AsyncConnection, account_id: str) -> int:
+async def held_minor(connection: Connection, account_id: str) -> int:
     """Money reserved from the account for transfers or refunds still in flight."""
     closing = entries.alias("closing")
     open_reserve = and_(
@@ -509,7 +509,7 @@ async def held_minor(connection: AsyncConnection, account_id: str) -> int:
 
 
 async def account_history(
-    connection: AsyncConnection, account_id: str, limit: int
+    connection: Connection, account_id: str, limit: int
 ) -> list[dict[str, Any]]:
     """The account's postings with their entry kind and reference, newest first."""
     result = await connection.execute(
@@ -528,7 +528,7 @@ async def account_history(
     return [dict(row) for row in result.mappings()]
 
 
-async def balances_by_kind(connection: AsyncConnection) -> list[dict[str, Any]]:
+async def balances_by_kind(connection: Connection) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(
             accounts.c.kind,
@@ -546,7 +546,7 @@ async def balances_by_kind(connection: AsyncConnection) -> list[dict[str, Any]]:
 # --- payer side -----------------------------------------------------------------------------
 
 
-async def unresolved_orders(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+async def unresolved_orders(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """Routed orders whose outcome this processor does not know yet, oldest first."""
     result = await connection.execute(
         select(orders)
@@ -557,7 +557,7 @@ async def unresolved_orders(connection: AsyncConnection, limit: int) -> list[dic
     return [dict(row) for row in result.mappings()]
 
 
-async def prune_order_refusals(connection: AsyncConnection, before: int) -> int:
+async def prune_order_refusals(connection: Connection, before: int) -> int:
     """Forget refusals of orders that expired before `before`; returns how many."""
     result = await connection.execute(
         delete(order_refusals).where(order_refusals.c.expires_at < before)
@@ -565,7 +565,7 @@ async def prune_order_refusals(connection: AsyncConnection, before: int) -> int:
     return int(result.rowcount or 0)
 
 
-async def prune_signed_calls(connection: AsyncConnection, before: int) -> int:
+async def prune_signed_calls(connection: Connection, before: int) -> int:
     """Forget device-signed calls that expired before `before`; returns how many."""
     result = await connection.execute(
         delete(signed_calls).where(signed_calls.c.expires_at < before)
@@ -573,9 +573,7 @@ async def prune_signed_calls(connection: AsyncConnection, before: int) -> int:
     return int(result.rowcount or 0)
 
 
-async def notices_of(
-    connection: AsyncConnection, account_id: str, limit: int
-) -> list[dict[str, Any]]:
+async def notices_of(connection: Connection, account_id: str, limit: int) -> list[dict[str, Any]]:
     """An account's notices, newest first."""
     result = await connection.execute(
         select(account_notices)
@@ -586,7 +584,7 @@ async def notices_of(
     return [dict(row) for row in result.mappings()]
 
 
-async def reset_credentials(connection: AsyncConnection, account_id: str, now: int) -> int:
+async def reset_credentials(connection: Connection, account_id: str, now: int) -> int:
     """Remove the account's PIN, revoke its devices and void its unused activation codes,
     so that only a new activation code can set a PIN again; returns the devices revoked."""
     await connection.execute(delete(credentials).where(credentials.c.account_id == account_id))
@@ -607,7 +605,7 @@ async def reset_credentials(connection: AsyncConnection, account_id: str, now: i
     return int(result.rowcount or 0)
 
 
-async def refunds_in_total(connection: AsyncConnection, transfer_id: str) -> int:
+async def refunds_in_total(connection: Connection, transfer_id: str) -> int:
     """Refunds of one of our payments that were accepted (pending or credited)."""
     result = await connection.execute(
         select(func.coalesce(func.sum(refunds_in.c.amount_minor), 0)).where(
@@ -621,7 +619,7 @@ async def refunds_in_total(connection: AsyncConnection, transfer_id: str) -> int
 # --- payee side -----------------------------------------------------------------------------
 
 
-async def refunds_out_in_flight(connection: AsyncConnection, request_id: str) -> int:
+async def refunds_out_in_flight(connection: Connection, request_id: str) -> int:
     """Refunds of a request not yet finished: they count against the paid amount."""
     result = await connection.execute(
         select(func.coalesce(func.sum(refunds_out.c.amount_minor), 0)).where(
@@ -632,7 +630,7 @@ async def refunds_out_in_flight(connection: AsyncConnection, request_id: str) ->
     return int(result.scalar_one())
 
 
-async def unresolved_refunds(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+async def unresolved_refunds(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """Routed refunds on their way: sent without a known outcome, or a new attempt waiting
     (`requested`; its decided_at is when the attempt before it was given up)."""
     result = await connection.execute(
@@ -647,7 +645,7 @@ async def unresolved_refunds(connection: AsyncConnection, limit: int) -> list[di
     return [dict(row) for row in result.mappings()]
 
 
-async def stale_inbound(connection: AsyncConnection, now: int, limit: int) -> list[str]:
+async def stale_inbound(connection: Connection, now: int, limit: int) -> list[str]:
     """Accepted inbound transfers past their expiry whose outcome never arrived."""
     result = await connection.execute(
         select(inbound_transfers.c.transfer_id)
@@ -662,7 +660,7 @@ async def stale_inbound(connection: AsyncConnection, now: int, limit: int) -> li
 
 
 async def enqueue(
-    connection: AsyncConnection, destination: str, request_id: str, body: str, now: int
+    connection: Connection, destination: str, request_id: str, body: str, now: int
 ) -> None:
     await connection.execute(
         insert(outbox).values(
@@ -677,21 +675,21 @@ async def enqueue(
     )
 
 
-async def due_messages(connection: AsyncConnection, now: int, limit: int) -> list[dict[str, Any]]:
+async def due_messages(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:
     return await outbox_queries.due_messages(connection, outbox, now, limit)
 
 
-async def mark_delivered(connection: AsyncConnection, message_id: int, now: int) -> None:
+async def mark_delivered(connection: Connection, message_id: int, now: int) -> None:
     await outbox_queries.mark_delivered(connection, outbox, message_id, now)
 
 
 async def mark_attempt(
-    connection: AsyncConnection, message_id: int, attempts: int, next_attempt_at: int
+    connection: Connection, message_id: int, attempts: int, next_attempt_at: int
 ) -> None:
     await outbox_queries.mark_attempt(connection, outbox, message_id, attempts, next_attempt_at)
 
 
-async def undelivered_count(connection: AsyncConnection) -> int:
+async def undelivered_count(connection: Connection) -> int:
     result = await connection.execute(
         select(func.count()).select_from(outbox).where(outbox.c.delivered_at.is_(None))
     )
@@ -753,7 +751,7 @@ def _routed_row(row: Any) -> dict[str, Any]:
 
 
 async def routed_decided_between(
-    connection: AsyncConnection, start: int, end: int, limit: int
+    connection: Connection, start: int, end: int, limit: int
 ) -> list[dict[str, Any]]:
     """Routed transfers sent or received, decided locally between start and end."""
     found: list[dict[str, Any]] = []
@@ -766,7 +764,7 @@ async def routed_decided_between(
     return found
 
 
-async def routed_by_ids(connection: AsyncConnection, ids: list[str]) -> list[dict[str, Any]]:
+async def routed_by_ids(connection: Connection, ids: list[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for offset in range(0, len(ids), _IDS_PER_QUERY):
         chunk = ids[offset : offset + _IDS_PER_QUERY]
@@ -778,7 +776,7 @@ async def routed_by_ids(connection: AsyncConnection, ids: list[str]) -> list[dic
 
 
 async def settlement_movements(
-    connection: AsyncConnection, refs: list[str]
+    connection: Connection, refs: list[str]
 ) -> dict[str, tuple[str, int]]:
     """Per transfer reference, the currency and the sum of its postings to a settlement
     account, in the router's sign (+ owed to us: a posting out of settlement)."""

@@ -43,12 +43,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.core.limits import DIRECTORY_ENTRIES_MAX
 from semops.store import outbox as outbox_queries
 from semops.store.audit import audit_table
-from semops.store.db import upsert
+from semops.store.db import Connection, upsert
 
 metadata = MetaData()
 
@@ -192,7 +191,7 @@ outbox = Table(
 # Every function takes an open connection: the caller decides the transaction boundary.
 
 
-async def save_participant(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def save_participant(connection: Connection, row: dict[str, Any]) -> None:
     update = {
         key: value
         for key, value in row.items()
@@ -201,21 +200,19 @@ async def save_participant(connection: AsyncConnection, row: dict[str, Any]) -> 
     await connection.execute(upsert(connection, participants, row, ["participant_id"], update))
 
 
-async def insert_participant(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def insert_participant(connection: Connection, row: dict[str, Any]) -> None:
     """A participant's first row (IntegrityError if it exists meanwhile)."""
     await connection.execute(insert(participants).values(**row))
 
 
-async def list_participants(connection: AsyncConnection) -> list[dict[str, Any]]:
+async def list_participants(connection: Connection) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(participants).order_by(participants.c.participant_id).limit(DIRECTORY_ENTRIES_MAX)
     )
     return [dict(row) for row in result.mappings()]
 
 
-async def get_participant(
-    connection: AsyncConnection, participant_id: str
-) -> dict[str, Any] | None:
+async def get_participant(connection: Connection, participant_id: str) -> dict[str, Any] | None:
     result = await connection.execute(
         select(participants).where(participants.c.participant_id == participant_id)
     )
@@ -224,16 +221,16 @@ async def get_participant(
 
 
 async def update_participant_entry(
-    connection: AsyncConnection, participant_id: str, values: dict[str, Any]
+    connection: Connection, participant_id: str, values: dict[str, Any]
 ) -> bool:
     result = await connection.execute(
         update(participants).where(participants.c.participant_id == participant_id).values(values)
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
 async def get_participant_for_update(
-    connection: AsyncConnection, participant_id: str
+    connection: Connection, participant_id: str
 ) -> dict[str, Any] | None:
     """The participant's row, locked until the transaction ends (PostgreSQL), so that two
     registrations of one participant, or two prepares against its cap, are decided one
@@ -249,7 +246,7 @@ async def get_participant_for_update(
 
 
 async def get_registration(
-    connection: AsyncConnection, registration_id: str, *, for_update: bool = False
+    connection: Connection, registration_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     query = select(registrations).where(registrations.c.registration_id == registration_id)
     if for_update and connection.dialect.name == "postgresql":
@@ -258,11 +255,11 @@ async def get_registration(
     return dict(row) if row is not None else None
 
 
-async def insert_registration(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def insert_registration(connection: Connection, row: dict[str, Any]) -> None:
     await connection.execute(insert(registrations).values(**row))
 
 
-async def reopen_registration(connection: AsyncConnection, registration_id: str, now: int) -> None:
+async def reopen_registration(connection: Connection, registration_id: str, now: int) -> None:
     """A decided proposal made again: pending once more, for the operator to decide again."""
     await connection.execute(
         update(registrations)
@@ -272,7 +269,7 @@ async def reopen_registration(connection: AsyncConnection, registration_id: str,
 
 
 async def count_pending_registrations(
-    connection: AsyncConnection, participant_id: str | None = None
+    connection: Connection, participant_id: str | None = None
 ) -> int:
     query = select(func.count()).where(registrations.c.state == "pending")
     if participant_id is not None:
@@ -281,7 +278,7 @@ async def count_pending_registrations(
 
 
 async def list_registrations(
-    connection: AsyncConnection, *, state: str | None, limit: int
+    connection: Connection, *, state: str | None, limit: int
 ) -> list[dict[str, Any]]:
     """Held registrations, newest first, without their certificates' PEM text."""
     columns = [c for c in registrations.c if c.name not in ("sign_certificate", "enc_certificate")]
@@ -297,7 +294,7 @@ async def list_registrations(
 
 
 async def decide_registration(
-    connection: AsyncConnection, registration_id: str, state: str, now: int, actor: str
+    connection: Connection, registration_id: str, state: str, now: int, actor: str
 ) -> bool:
     """Move a pending registration to approved or rejected; False if it was not pending."""
     result = await connection.execute(
@@ -308,13 +305,13 @@ async def decide_registration(
         )
         .values(state=state, decided_at=now, decided_by=actor)
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
 # --- revocations --------------------------------------------------------------------------
 
 
-async def insert_revocation(connection: AsyncConnection, row: dict[str, Any]) -> bool:
+async def insert_revocation(connection: Connection, row: dict[str, Any]) -> bool:
     """Record a revocation; False if that kid or serial was revoked already."""
     exists = await connection.execute(
         select(revocations.c.value).where(
@@ -327,7 +324,7 @@ async def insert_revocation(connection: AsyncConnection, row: dict[str, Any]) ->
     return True
 
 
-async def list_revocations(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+async def list_revocations(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """The newest revocations first (the operator's list)."""
     result = await connection.execute(
         select(revocations)
@@ -337,7 +334,7 @@ async def list_revocations(connection: AsyncConnection, limit: int) -> list[dict
     return [dict(row) for row in result.mappings()]
 
 
-async def revoked_among(connection: AsyncConnection, kind: str, values: list[str]) -> set[str]:
+async def revoked_among(connection: Connection, kind: str, values: list[str]) -> set[str]:
     """Which of these kids (or hex serials) are revoked."""
     if not values:
         return set()
@@ -349,7 +346,7 @@ async def revoked_among(connection: AsyncConnection, kind: str, values: list[str
     return {str(row[0]) for row in result}
 
 
-async def listed_serials(connection: AsyncConnection, now: int, limit: int) -> list[str]:
+async def listed_serials(connection: Connection, now: int, limit: int) -> list[str]:
     """Revoked serials (hex) whose certificates may still be valid: the published list."""
     result = await connection.execute(
         select(revocations.c.value)
@@ -360,7 +357,7 @@ async def listed_serials(connection: AsyncConnection, now: int, limit: int) -> l
     return [str(row[0]) for row in result]
 
 
-async def count_listed_serials(connection: AsyncConnection, now: int) -> int:
+async def count_listed_serials(connection: Connection, now: int) -> int:
     result = await connection.execute(
         select(func.count()).where(revocations.c.kind == "serial", revocations.c.listed_until > now)
     )
@@ -368,29 +365,29 @@ async def count_listed_serials(connection: AsyncConnection, now: int) -> int:
 
 
 async def set_participant_status(
-    connection: AsyncConnection, participant_id: str, status: str, now: int
+    connection: Connection, participant_id: str, status: str, now: int
 ) -> bool:
     result = await connection.execute(
         update(participants)
         .where(participants.c.participant_id == participant_id)
         .values(status=status, updated_at=now)
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
 async def set_net_debit_cap(
-    connection: AsyncConnection, participant_id: str, cap_minor: int | None, now: int
+    connection: Connection, participant_id: str, cap_minor: int | None, now: int
 ) -> bool:
     result = await connection.execute(
         update(participants)
         .where(participants.c.participant_id == participant_id)
         .values(net_debit_cap_minor=cap_minor, updated_at=now)
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
 async def get_transfer(
-    connection: AsyncConnection, transfer_id: str, *, for_update: bool = False
+    connection: Connection, transfer_id: str, *, for_update: bool = False
 ) -> dict[str, Any] | None:
     query = select(transfers).where(transfers.c.transfer_id == transfer_id)
     if for_update and connection.dialect.name == "postgresql":
@@ -399,12 +396,12 @@ async def get_transfer(
     return dict(row) if row is not None else None
 
 
-async def insert_transfer(connection: AsyncConnection, row: dict[str, Any]) -> None:
+async def insert_transfer(connection: Connection, row: dict[str, Any]) -> None:
     await connection.execute(insert(transfers).values(**row))
 
 
 async def decide_transfer(
-    connection: AsyncConnection,
+    connection: Connection,
     transfer_id: str,
     *,
     state: str,
@@ -425,10 +422,10 @@ async def decide_transfer(
             window_id=window_id,
         )
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
-async def expired_reserved(connection: AsyncConnection, now: int, limit: int) -> list[str]:
+async def expired_reserved(connection: Connection, now: int, limit: int) -> list[str]:
     result = await connection.execute(
         select(transfers.c.transfer_id)
         .where(transfers.c.state == "reserved", transfers.c.expires_at <= now)
@@ -438,9 +435,7 @@ async def expired_reserved(connection: AsyncConnection, now: int, limit: int) ->
     return [row[0] for row in result]
 
 
-async def undecided_payments(
-    connection: AsyncConnection, now: int, limit: int
-) -> list[dict[str, Any]]:
+async def undecided_payments(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:
     """RESERVED payments still inside their lifetime, with the routed prepare to resend."""
     result = await connection.execute(
         select(
@@ -462,7 +457,7 @@ async def undecided_payments(
     return [dict(row) for row in result.mappings()]
 
 
-async def refunds_total(connection: AsyncConnection, original_transfer_id: str) -> int:
+async def refunds_total(connection: Connection, original_transfer_id: str) -> int:
     """Refunds of a transfer that are committed or still in flight."""
     result = await connection.execute(
         select(func.coalesce(func.sum(transfers.c.amount_minor), 0)).where(
@@ -475,7 +470,7 @@ async def refunds_total(connection: AsyncConnection, original_transfer_id: str) 
 
 
 async def adjust_position(
-    connection: AsyncConnection, participant_id: str, currency: str, delta_minor: int
+    connection: Connection, participant_id: str, currency: str, delta_minor: int
 ) -> None:
     values = {"participant_id": participant_id, "currency": currency, "net_minor": delta_minor}
     statement = upsert(
@@ -488,7 +483,7 @@ async def adjust_position(
     await connection.execute(statement)
 
 
-async def get_position(connection: AsyncConnection, participant_id: str, currency: str) -> int:
+async def get_position(connection: Connection, participant_id: str, currency: str) -> int:
     result = await connection.execute(
         select(positions.c.net_minor).where(
             positions.c.participant_id == participant_id, positions.c.currency == currency
@@ -499,7 +494,7 @@ async def get_position(connection: AsyncConnection, participant_id: str, currenc
 
 
 async def cap_exposure(
-    connection: AsyncConnection, window_id: int | None, participant_id: str, currency: str
+    connection: Connection, window_id: int | None, participant_id: str, currency: str
 ) -> tuple[int, int]:
     """What counts against a processor's cap: its net position in the open window and what
     it may still owe for payments in flight. One statement, so one snapshot: read apart,
@@ -527,7 +522,7 @@ async def cap_exposure(
     return int(row[0]), int(row[1])
 
 
-async def list_positions(connection: AsyncConnection) -> list[dict[str, Any]]:
+async def list_positions(connection: Connection) -> list[dict[str, Any]]:
     result = await connection.execute(
         select(positions).order_by(positions.c.participant_id, positions.c.currency)
     )
@@ -537,9 +532,7 @@ async def list_positions(connection: AsyncConnection) -> list[dict[str, Any]]:
 # --- settlement windows ---------------------------------------------------------------------
 
 
-async def open_window(
-    connection: AsyncConnection, *, lock: str | None = None
-) -> dict[str, Any] | None:
+async def open_window(connection: Connection, *, lock: str | None = None) -> dict[str, Any] | None:
     """The open window. `lock`: "share" for a commit (many commits at once, no close
     meanwhile), "update" for a close (waits until those commits are done). PostgreSQL
     only; SQLite writers are serialised anyway."""
@@ -550,7 +543,7 @@ async def open_window(
     return dict(row) if row is not None else None
 
 
-async def create_window(connection: AsyncConnection, window_id: int, now: int) -> None:
+async def create_window(connection: Connection, window_id: int, now: int) -> None:
     """Open window `window_id`. IntegrityError if that id exists or another is open (a
     unique index holds "one open window" whatever races between workers)."""
     await connection.execute(
@@ -558,27 +551,27 @@ async def create_window(connection: AsyncConnection, window_id: int, now: int) -
     )
 
 
-async def last_window_id(connection: AsyncConnection) -> int:
+async def last_window_id(connection: Connection) -> int:
     result = await connection.execute(select(func.coalesce(func.max(windows.c.window_id), 0)))
     return int(result.scalar_one())
 
 
-async def close_window(connection: AsyncConnection, window_id: int, values: dict[str, Any]) -> bool:
+async def close_window(connection: Connection, window_id: int, values: dict[str, Any]) -> bool:
     result = await connection.execute(
         update(windows)
         .where(windows.c.window_id == window_id, windows.c.state == "open")
         .values(state="closed", **values)
     )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
-async def get_window(connection: AsyncConnection, window_id: int) -> dict[str, Any] | None:
+async def get_window(connection: Connection, window_id: int) -> dict[str, Any] | None:
     result = await connection.execute(select(windows).where(windows.c.window_id == window_id))
     row = result.mappings().first()
     return dict(row) if row is not None else None
 
 
-async def list_windows(connection: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+async def list_windows(connection: Connection, limit: int) -> list[dict[str, Any]]:
     """The newest windows first, without their (large) reports."""
     columns = [column for column in windows.c if column.name not in ("report", "report_signature")]
     result = await connection.execute(
@@ -588,7 +581,7 @@ async def list_windows(connection: AsyncConnection, limit: int) -> list[dict[str
 
 
 async def window_transfers(
-    connection: AsyncConnection, window_id: int, limit: int
+    connection: Connection, window_id: int, limit: int
 ) -> list[dict[str, Any]]:
     """The committed transfers of a window, in commit order."""
     result = await connection.execute(
@@ -601,7 +594,7 @@ async def window_transfers(
 
 
 async def adjust_window_position(
-    connection: AsyncConnection,
+    connection: Connection,
     window_id: int,
     participant_id: str,
     currency: str,
@@ -638,7 +631,7 @@ async def adjust_window_position(
 
 
 async def window_positions_of(
-    connection: AsyncConnection, window_id: int, participant_id: str | None = None
+    connection: Connection, window_id: int, participant_id: str | None = None
 ) -> list[dict[str, Any]]:
     query = select(window_positions).where(window_positions.c.window_id == window_id)
     if participant_id is not None:
@@ -651,7 +644,7 @@ async def window_positions_of(
     return [dict(row) for row in result.mappings()]
 
 
-async def window_transfer_count(connection: AsyncConnection, window_id: int) -> int:
+async def window_transfer_count(connection: Connection, window_id: int) -> int:
     """How many transfers a window holds (each is sent by exactly one processor)."""
     result = await connection.execute(
         select(func.coalesce(func.sum(window_positions.c.sent_count), 0)).where(
@@ -661,7 +654,7 @@ async def window_transfer_count(connection: AsyncConnection, window_id: int) -> 
     return int(result.scalar_one())
 
 
-async def reserved_outflows(connection: AsyncConnection, participant_id: str) -> dict[str, int]:
+async def reserved_outflows(connection: Connection, participant_id: str) -> dict[str, int]:
     """Per currency, what a processor has in flight (sent, not yet decided)."""
     result = await connection.execute(
         select(transfers.c.currency, func.sum(transfers.c.amount_minor))
@@ -674,9 +667,7 @@ async def reserved_outflows(connection: AsyncConnection, participant_id: str) ->
 # --- outbox -----------------------------------------------------------------------------------
 
 
-async def enqueue(
-    connection: AsyncConnection, destination: str, path: str, body: str, now: int
-) -> None:
+async def enqueue(connection: Connection, destination: str, path: str, body: str, now: int) -> None:
     await connection.execute(
         insert(outbox).values(
             destination=destination,
@@ -690,15 +681,15 @@ async def enqueue(
     )
 
 
-async def due_messages(connection: AsyncConnection, now: int, limit: int) -> list[dict[str, Any]]:
+async def due_messages(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:
     return await outbox_queries.due_messages(connection, outbox, now, limit)
 
 
-async def mark_delivered(connection: AsyncConnection, message_id: int, now: int) -> None:
+async def mark_delivered(connection: Connection, message_id: int, now: int) -> None:
     await outbox_queries.mark_delivered(connection, outbox, message_id, now)
 
 
 async def mark_attempt(
-    connection: AsyncConnection, message_id: int, attempts: int, next_attempt_at: int
+    connection: Connection, message_id: int, attempts: int, next_attempt_at: int
 ) -> None:
     await outbox_queries.mark_attempt(connection, outbox, message_id, attempts, next_attempt_at)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Select, Table, and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from semops.protocol import PayeeTransferState, PayerTransferState, RefundState, RequestState
 from semops.store import processor as store
+from semops.store.db import Connection
 
 # Rows on one page of a list: fits a screen, and a phone scrolls it without pain.
 PAGE_ROWS: Final = 25
@@ -155,7 +155,7 @@ def _customers_query() -> Select[Any]:
 
 
 async def search_customers(
-    connection: AsyncConnection, term: str, page: int
+    connection: Connection, term: str, page: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """A page of customers, newest first, whose name or phone contains `term` (or whose
     account or customer id is `term`); and whether there is a next page."""
@@ -171,7 +171,7 @@ async def search_customers(
     return rows[:PAGE_ROWS], len(rows) > PAGE_ROWS
 
 
-async def count_customers(connection: AsyncConnection, term: str) -> int:
+async def count_customers(connection: Connection, term: str) -> int:
     query = select(func.count()).select_from(store.customers)
     if term:
         query = query.where(_customer_filter(term))
@@ -184,15 +184,13 @@ def _customer_row(row: Any) -> dict[str, Any]:
     return found
 
 
-async def customer_of_account(
-    connection: AsyncConnection, account_id: str
-) -> dict[str, Any] | None:
+async def customer_of_account(connection: Connection, account_id: str) -> dict[str, Any] | None:
     query = _customers_query().where(store.customers.c.account_id == account_id)
     row = (await connection.execute(query)).mappings().first()
     return _customer_row(row) if row is not None else None
 
 
-async def payee_of_account(connection: AsyncConnection, account_id: str) -> dict[str, Any] | None:
+async def payee_of_account(connection: Connection, account_id: str) -> dict[str, Any] | None:
     payees = store.payees
     result = await connection.execute(
         select(payees.c.payee_id, payees.c.kind, payees.c.display_name, payees.c.currency).where(
@@ -203,7 +201,7 @@ async def payee_of_account(connection: AsyncConnection, account_id: str) -> dict
     return dict(row) if row is not None else None
 
 
-async def credential_state(connection: AsyncConnection, account_id: str) -> dict[str, Any] | None:
+async def credential_state(connection: Connection, account_id: str) -> dict[str, Any] | None:
     """Whether a PIN is set, its failure count and lock: never its verification value."""
     credentials = store.credentials
     result = await connection.execute(
@@ -217,7 +215,7 @@ async def credential_state(connection: AsyncConnection, account_id: str) -> dict
     return {**dict(row), "locked": bool(row["locked"])}
 
 
-async def locked_credentials(connection: AsyncConnection) -> tuple[list[dict[str, Any]], bool]:
+async def locked_credentials(connection: Connection) -> tuple[list[dict[str, Any]], bool]:
     """Locked PIN credentials, the most recently locked first (one page, and whether more)."""
     credentials, customers = store.credentials, store.customers
     result = await connection.execute(
@@ -240,7 +238,7 @@ async def locked_credentials(connection: AsyncConnection) -> tuple[list[dict[str
     return rows[:PAGE_ROWS], len(rows) > PAGE_ROWS
 
 
-async def devices_of(connection: AsyncConnection, account_id: str) -> list[dict[str, Any]]:
+async def devices_of(connection: Connection, account_id: str) -> list[dict[str, Any]]:
     devices = store.devices
     result = await connection.execute(
         select(
@@ -258,7 +256,7 @@ async def devices_of(connection: AsyncConnection, account_id: str) -> list[dict[
 
 
 async def transfers(
-    connection: AsyncConnection, view: TransferView, state: str | None, page: int
+    connection: Connection, view: TransferView, state: str | None, page: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """A page of one transfer list, newest first, optionally in one state."""
     table = view.table
@@ -276,13 +274,13 @@ async def transfers(
     return rows[:PAGE_ROWS], len(rows) > PAGE_ROWS
 
 
-async def state_counts(connection: AsyncConnection, view: TransferView) -> dict[str, int]:
+async def state_counts(connection: Connection, view: TransferView) -> dict[str, int]:
     table = view.table
     result = await connection.execute(select(table.c.state, func.count()).group_by(table.c.state))
     return {str(state): int(count) for state, count in result}
 
 
-async def overview_counts(connection: AsyncConnection) -> dict[str, int]:
+async def overview_counts(connection: Connection) -> dict[str, int]:
     """Counts for the overview: customers, locked PINs, payments not yet decided."""
 
     async def count(table: Table, *where: Any) -> int:
@@ -314,7 +312,7 @@ def _audit_row(row: Any) -> dict[str, Any]:
 
 
 async def recent_audit(
-    connection: AsyncConnection, kinds: tuple[str, ...] | None = None
+    connection: Connection, kinds: tuple[str, ...] | None = None
 ) -> list[dict[str, Any]]:
     """The newest audit entries (of `kinds`, or all but checkpoints), newest first."""
     table = store.audit_log
@@ -325,7 +323,7 @@ async def recent_audit(
 
 
 async def newest_audit_entry(
-    connection: AsyncConnection, kind: str, actor: str, **data: str
+    connection: Connection, kind: str, actor: str, **data: str
 ) -> dict[str, Any] | None:
     """The newest entry of `kind` by `actor` whose data has these values."""
     for entry in await recent_audit(connection, (kind,)):
