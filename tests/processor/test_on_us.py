@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from semops.core.limits import REQUEST_TTL_MIN_S
 from semops.crypto import KeyRing, check_fulfilment
 from semops.protocol import PaymentNotice, Receipt, open_signed
+from semops.service import outbox
 from tests.processor.network import (
     Network,
     Node,
@@ -74,6 +77,32 @@ async def test_an_on_us_payment_end_to_end(network: Network) -> None:
         "receipt": response.text,
         "error": None,
     }
+
+
+async def test_a_paid_request_wakes_the_webhook_outbox_once_committed(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notice goes out when the payment commits, not at the deliverer's next poll
+    (here: an hour). The wake-up comes after the commit: before it, the deliverer could
+    look, not see the notice yet, and sleep."""
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    bank = await network.add("bank-a")
+    shop = await merchant(bank)
+    wallet = await enrolled_wallet(bank)
+    stop = asyncio.Event()
+    delivering = asyncio.create_task(bank.processor.payees.outbox.run(stop))
+    try:
+        await asyncio.sleep(0.1)  # it has looked once and sleeps
+        created = await shop.request(100)
+        assert (await wallet.pay(created["token"])).status_code == 200
+        for _ in range(100):
+            if network.webhooks.received:
+                break
+            await asyncio.sleep(0.02)
+        assert len(network.webhooks.received) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(delivering, 5)
 
 
 async def test_a_failing_webhook_is_retried_with_back_off_until_it_answers(

@@ -7,6 +7,7 @@ payee side's handling of routed prepares crafted here and signed with the router
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -171,6 +172,48 @@ async def test_no_decision_leaves_the_order_pending_with_the_money_held(
     network.clock.advance(TRANSFER_TTL_DEFAULT_S + CLOCK_SKEW_MAX_S)
     assert await bank.processor.payer.resolve_in_doubt() == 0
     assert await wallet.balance() == 9700
+
+
+async def test_the_in_doubt_pass_leaves_a_prepare_in_flight_to_its_reply(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the reply to the prepare decides it; asking the router about it meanwhile
+    costs the router a signed status for nothing. After the reply, it is asked again."""
+    bank, _, wallet, shop = await two_processors(network)
+    created = await shop.request(300)
+    arrived, release = asyncio.Event(), asyncio.Event()
+    forward = network.router.prepare
+
+    async def held(token: str) -> tuple[int, str, bytes]:
+        arrived.set()
+        await release.wait()
+        return await forward(token)
+
+    monkeypatch.setattr(network.router, "prepare", held)
+    paying = asyncio.create_task(wallet.pay(created["token"]))
+    await asyncio.wait_for(arrived.wait(), 10)
+    (order,) = await rows(bank, "orders")
+    assert order["state"] == "reserved"  # stored before the prepare left
+    calls = len(network.router.calls)
+    # Bounded: asking, the pass would find no record yet and send the held prepare again.
+    assert await asyncio.wait_for(bank.processor.payer.resolve_in_doubt(), 5) == 0
+    assert network.router.calls[calls:] == []  # not asked about
+    release.set()
+    assert (await paying).status_code == 200
+    (order,) = await rows(bank, "orders")
+    assert order["state"] == "committed"
+
+
+async def test_an_order_left_reserved_by_a_lost_call_is_asked_about(network: Network) -> None:
+    """The in-flight mark ends with the call, whatever way it ends."""
+    bank, _, wallet, shop = await two_processors(network)
+    created = await shop.request(300)
+    network.router.mode = "pending"
+    assert (await wallet.pay(created["token"])).status_code == 202
+    (order,) = await rows(bank, "orders")
+    calls = len(network.router.calls)
+    assert await bank.processor.payer.resolve_in_doubt() == 0
+    assert network.router.calls[calls:] == [("GET", f"/v1/transfers/{order['transfer_id']}")]
 
 
 @on_both

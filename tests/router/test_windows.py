@@ -44,7 +44,7 @@ from semops.protocol import (
     sign,
 )
 from semops.router.main import RouterSettings, load_identity
-from semops.router.service import Router
+from semops.router.service import Outcome, Router
 from semops.router.settlement import Settlement
 from semops.service.clock import SystemClock
 from semops.service.files import read_private_key
@@ -103,6 +103,7 @@ class Scheme:
         self.router = Router(identity, database, SystemClock(), FulfillingPeer(data_dir))  # type: ignore[arg-type]
         self.settlement = Settlement(self.router)
         self.keys = {party: _key(data_dir, party) for party in ("bank-a", "mno-b")}
+        self.last_outcome: Outcome | None = None
 
     async def start(self) -> None:
         await upgrade(self.database, "router")
@@ -150,6 +151,7 @@ class Scheme:
             sealed=sealed,
         )
         outcome = await self.router.prepare(sign(prepare, self.keys[payer]), tls_party=payer)
+        self.last_outcome = outcome
         state = open_signed(outcome.token, TransferStatus, self.router.ring, now + 1).message.state
         return transfer_id, state
 

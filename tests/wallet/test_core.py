@@ -24,6 +24,7 @@ from semops.crypto import (
 from semops.crypto.keys import make_kid
 from semops.protocol import (
     DeviceAuth,
+    DirectoryKey,
     Enrolment,
     OrderEvent,
     PaymentOrder,
@@ -225,6 +226,36 @@ def test_an_expired_directory_is_refused(scheme: Scheme) -> None:
     with pytest.raises(SemopsError) as caught:
         verify_config(scheme.config_document(), NOW + 86400 + 1)
     assert caught.value.code == E.MESSAGE_EXPIRED.code
+
+
+def test_a_verified_config_says_until_when_it_holds(scheme: Scheme) -> None:
+    """The wallet keeps a verified configuration in memory inside this window only, so
+    the window must end no later than the first time-bound check that would fail."""
+    assert scheme.directory is not None
+    checked = verify_config(scheme.config_document(), NOW + 5)
+    assert (checked.checked_at, checked.valid_until) == (NOW + 5, scheme.directory.expires_at)
+    assert checked.still_valid(NOW + 5) and checked.still_valid(checked.valid_until - 1)
+    assert not checked.still_valid(checked.valid_until)
+    assert not checked.still_valid(NOW + 4)  # a clock set back: checked again
+    verify_config(scheme.config_document(), checked.valid_until - 1)
+    with pytest.raises(SemopsError):
+        verify_config(scheme.config_document(), checked.valid_until)
+
+
+def test_a_verified_config_ends_when_a_newer_encryption_key_starts(scheme: Scheme) -> None:
+    assert scheme.directory is not None and scheme.router_key is not None
+    starts_at = NOW + 3600
+    newer = derive_key(PAYER, KeyUse.ENCRYPT, seed("newer payer enc"))
+    newer_key = DirectoryKey.from_record(newer.public_record(starts_at, starts_at + 86400))
+    entries = tuple(
+        entry.model_copy(update={"keys": (*entry.keys, newer_key)})
+        if entry.participant_id == PAYER
+        else entry
+        for entry in scheme.directory.entries
+    )
+    directory = scheme.directory.model_copy(update={"entries": entries})
+    document = {**scheme.config_document(), "directory": sign(directory, scheme.router_key)}
+    assert verify_config(document, NOW + 5).valid_until == starts_at
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ from semops.core.errors import E, SemopsError
 from semops.core.limits import CLOCK_SKEW_MAX_S, ORDER_TTL_S
 from semops.crypto import condition_for, make_fulfilment
 from semops.protocol import OrderState, Receipt
+from semops.wallet import service
 from semops.wallet.client import Answer
+from semops.wallet.core import verify_config
 from semops.wallet.service import PaymentOutcome, Wallet
 from semops.wallet.store import WalletStore
 
@@ -357,6 +359,87 @@ def test_a_refreshed_configuration_from_another_root_is_refused(enrolled: Harnes
     assert caught.value.code == E.CERTIFICATE_INVALID.code
     # The stored configuration is untouched.
     assert enrolled.store.processor_config() == enrolled.scheme.config_document()
+
+
+class CountingVerify:
+    """`verify_config` as the wallet service calls it, counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        monkeypatch.setattr(service, "verify_config", self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return verify_config(*args, **kwargs)
+
+
+def test_payments_verify_the_configuration_once_while_it_holds(
+    enrolled: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: verify, order and receipt each need the configuration; verifying its
+    certificates, directory and keys for each of them was most of a wallet's work."""
+    counted = CountingVerify(monkeypatch)
+    loads = 0
+    real_device_key = enrolled.store.device_key
+
+    def device_key() -> Any:
+        nonlocal loads
+        loads += 1
+        return real_device_key()
+
+    monkeypatch.setattr(enrolled.store, "device_key", device_key)
+    for label in ("r1", "r2", "r3"):
+        assert enrolled.pay(enrolled.request(label)).state is OrderState.COMPLETED
+    run(enrolled.wallet.balance())
+    assert counted.calls == 1
+    assert loads <= 1  # read from its file once at most (it was read at enrolment)
+
+
+def test_the_kept_configuration_is_verified_again_at_its_expiry(
+    enrolled: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = CountingVerify(monkeypatch)
+    first = run(enrolled.wallet.trusted())
+    enrolled.clock.advance(first.valid_until - 1 - enrolled.clock.now())
+    assert run(enrolled.wallet.trusted()) is first
+    assert counted.calls == 1
+    enrolled.clock.advance(1)  # the directory expires: checked again, refused, fetched anew
+    enrolled.scheme.now = enrolled.clock.now()
+    enrolled.scheme.sign_directory(enrolled.clock.now())
+    renewed = run(enrolled.wallet.trusted())
+    assert renewed.directory.serial == enrolled.clock.now() != first.directory.serial
+    assert counted.calls == 3  # the stored one (refused), then the fetched one
+
+
+def test_a_refresh_always_fetches_and_verifies(
+    enrolled: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(enrolled.wallet.trusted())
+    counted = CountingVerify(monkeypatch)
+    enrolled.scheme.sign_directory(enrolled.clock.now() + 1)
+    refreshed = run(enrolled.wallet.trusted(refresh=True))
+    assert counted.calls == 1
+    assert refreshed.directory.serial == enrolled.clock.now() + 1
+    assert run(enrolled.wallet.trusted()) is refreshed
+
+
+def test_a_configuration_another_process_stored_is_used_at_once(
+    enrolled: Harness, tmp_path: Path
+) -> None:
+    """Two wallet processes on one folder: what one fetched (a newer directory, which may
+    revoke a key) the other uses at its next step, not only when its copy expires."""
+    first = run(enrolled.wallet.trusted())
+    enrolled.scheme.sign_directory(enrolled.clock.now() + 1, payee_status="suspended")
+    other = WalletStore.open(tmp_path / "wallet")
+    try:
+        other.save_processor_config(enrolled.scheme.config_document())
+    finally:
+        other.close()
+    seen = run(enrolled.wallet.trusted())
+    assert seen.directory.serial == first.directory.serial + 1
+    with pytest.raises(SemopsError) as caught:
+        run(enrolled.wallet.verify(enrolled.request()))
+    assert caught.value.code == E.PROCESSOR_SUSPENDED.code
 
 
 # --- reads ----------------------------------------------------------------------------------

@@ -229,9 +229,17 @@ class Payee:
         return self.request_view(request)
 
     async def settle_request(
-        self, connection: Connection, request: dict[str, Any], transfer_id: str, now: int
+        self,
+        connection: Connection,
+        request: dict[str, Any],
+        payee: dict[str, Any],
+        transfer_id: str,
+        now: int,
     ) -> None:
-        """RESERVED -> PAID for the transfer holding it: sign the notice and queue it."""
+        """RESERVED -> PAID for the transfer holding it: sign the notice and queue it. The
+        caller wakes the outbox once its transaction has committed (before, the deliverer
+        could look and not see the notice yet)."""
+        assert payee["payee_id"] == request["payee_id"]
         state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
         notice = PaymentNotice(
             request_id=request["request_id"],
@@ -251,10 +259,8 @@ class Payee:
             request["request_id"],
             {"state": state.value, "transfer_id": transfer_id, "paid_at": now, "notice": token},
         )
-        payee = await store.get_row(connection, store.payees, request["payee_id"])
-        if payee is not None and payee["webhook_url"]:
+        if payee["webhook_url"]:
             await store.enqueue(connection, payee["webhook_url"], request["request_id"], token, now)
-            self.context.outbox_wakeup.set()
         log.info("request_paid", request_id=request["request_id"], transfer_id=transfer_id)
 
     # --- routed prepares ----------------------------------------------------------------------
@@ -480,6 +486,8 @@ class Payee:
                     request["request_id"],
                     {"state": reopened.value, "transfer_id": None},
                 )
+        if target is PayeeTransferState.COMMITTED:
+            self.context.outbox_wakeup.set()  # committed: the notice is there to be seen
         log.info("inbound_decided", transfer_id=status.transfer_id, state=target.value)
         return True
 
@@ -496,7 +504,7 @@ class Payee:
         await accounts.credit_inbound(
             connection, payee["account_id"], amount, inbound["transfer_id"], now
         )
-        await self.settle_request(connection, request, inbound["transfer_id"], now)
+        await self.settle_request(connection, request, payee, inbound["transfer_id"], now)
 
     async def resolve_stale(self) -> int:
         """Ask the router about accepted transfers whose outcome never arrived (a backstop:

@@ -26,7 +26,7 @@ from semops.ledger import AccountKind
 from semops.processor import accounts
 from semops.processor.context import Context, new_id
 from semops.protocol.names import check_display_text, name_key
-from semops.service.outbox import OUTBOX_BATCH_MAX, OUTBOX_DELIVERY_TIMEOUT_S, next_attempt_at
+from semops.service.outbox import OUTBOX_DELIVERY_TIMEOUT_S, Deliverer
 from semops.store import processor as store
 
 log = structlog.get_logger("semops.processor")
@@ -42,6 +42,7 @@ def api_key_digest(api_key: str) -> str:
 class Payees:
     def __init__(self, context: Context) -> None:
         self.context = context
+        self.outbox = Deliverer(_NoticeOutbox(context), context.clock, wakeup=context.outbox_wakeup)
 
     # --- payees -----------------------------------------------------------------------------
 
@@ -137,44 +138,48 @@ class Payees:
     # --- notices to merchants -------------------------------------------------------------
 
     async def deliver_outbox(self) -> int:
-        """One pass over the due webhook deliveries; returns how many were acknowledged."""
-        clock = self.context.clock
-        now = clock.now()
-        async with self.context.database.read() as connection:
-            due = await store.due_messages(connection, now, OUTBOX_BATCH_MAX)
-        delivered = 0
-        for message in due:
-            try:
-                # Checked again at each call: a URL stored before the rule, or in development
-                # by a processor now running without it, is not called.
-                destination = check_endpoint_url(
-                    message["destination"], development=self.context.settings.development
-                )
-                status, _, _ = await self.context.webhooks.request(
-                    "POST", destination, jose=message["body"], timeout_s=OUTBOX_DELIVERY_TIMEOUT_S
-                )
-                # Only a 2xx is an acknowledgement: a 3xx is not followed (the client never
-                # follows redirects) and counts as a failed attempt, retried with back-off.
-                ok = 200 <= status < 300
-            except SemopsError:
-                ok = False
-            async with self.context.database.write() as connection:
-                if ok:
-                    await store.mark_delivered(
-                        connection, message["message_id"], self.context.clock.now()
-                    )
-                else:
-                    attempts = message["attempts"] + 1
-                    await store.mark_attempt(
-                        connection, message["message_id"], attempts, next_attempt_at(now, attempts)
-                    )
-            delivered += ok
-            if not ok:
-                log.info(
-                    "notice_retry",
-                    request_id=message["request_id"],
-                    attempts=message["attempts"] + 1,
-                )
+        """One pass over the due webhook deliveries (concurrent, bounded); returns how many
+        were acknowledged."""
+        delivered = await self.outbox.deliver_due()
+        await self.refresh_outbox_gauge()
+        return delivered
+
+    async def refresh_outbox_gauge(self) -> None:
         async with self.context.database.read() as connection:
             self.context.metrics.outbox_pending.set(await store.undelivered_count(connection))
-        return delivered
+
+
+class _NoticeOutbox:
+    """The processor's outbox as a `Deliverer` sees it: PaymentNotices to webhooks."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    async def due(self, now: int, limit: int) -> list[dict[str, Any]]:
+        async with self.context.database.read() as connection:
+            return await store.due_messages(connection, now, limit)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        # Checked again at each call: a URL stored before the rule, or in development by a
+        # processor now running without it, is not called.
+        destination = check_endpoint_url(
+            message["destination"], development=self.context.settings.development
+        )
+        status, _, _ = await self.context.webhooks.request(
+            "POST", destination, jose=message["body"], timeout_s=OUTBOX_DELIVERY_TIMEOUT_S
+        )
+        # Only a 2xx is an acknowledgement: a 3xx is not followed (the client never follows
+        # redirects) and counts as a failed attempt, retried with back-off.
+        if not 200 <= status < 300:
+            raise SemopsError(E.UNAVAILABLE, f"the webhook answered {status}")
+
+    async def delivered(self, message: dict[str, Any], now: int) -> None:
+        async with self.context.database.write() as connection:
+            await store.mark_delivered(connection, message["message_id"], now)
+
+    async def retry_later(
+        self, message: dict[str, Any], attempts: int, at: int, error: SemopsError | None
+    ) -> None:
+        async with self.context.database.write() as connection:
+            await store.mark_attempt(connection, message["message_id"], attempts, at)
+        log.info("notice_retry", request_id=message["request_id"], attempts=attempts)

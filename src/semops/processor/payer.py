@@ -131,6 +131,11 @@ class Payer:
         self.context = context
         self.customers = customers
         self.payee = payee
+        # Transfers whose prepare a request handler of this process is sending now: the
+        # reply decides them, so the in-doubt pass does not ask the router about them too.
+        # In this process only (like the router's `_forwarding`): after a crash the set is
+        # empty and every unresolved order is asked about.
+        self._in_flight: set[str] = set()
 
     # --- the order ----------------------------------------------------------------------
 
@@ -154,11 +159,17 @@ class Payer:
         order = open_signed(token, PaymentOrder, device_ring(device), now).message
         if order.payer_account != device["account_id"]:
             raise SemopsError(E.FORBIDDEN, "the device is not enrolled for this account")
-        stored = await self._stored(order.order_id)
+        async with context.database.read() as connection:  # one look at both tables
+            stored = await store.get_row(connection, store.orders, order.order_id)
+            refused = (
+                await store.get_row(connection, store.order_refusals, order.order_id)
+                if stored is None
+                else None
+            )
         if stored is not None:
             self._retry(stored, order)  # a conflict raises before anything else happens
             return self._retry(await self._ask_if_pending(stored), order)
-        await self._raise_if_refused(order)
+        self._raise_refusal(refused, order)
         refusal = {
             "order_id": order.order_id,
             "account_id": order.payer_account,
@@ -196,6 +207,10 @@ class Payer:
         conflict."""
         async with self.context.database.read() as connection:
             refused = await store.get_row(connection, store.order_refusals, order.order_id)
+        self._raise_refusal(refused, order)
+
+    @staticmethod
+    def _raise_refusal(refused: dict[str, Any] | None, order: PaymentOrder) -> None:
         if refused is None:
             return
         if refused["content_digest"] != order.digest():
@@ -317,9 +332,14 @@ class Payer:
                 RequestState(stored_request["state"]), RequestEvent.TRANSFER_RESERVED
             )
             await self.payee.settle_request(
-                connection, {**stored_request, "state": reserved.value}, row["transfer_id"], now
+                connection,
+                {**stored_request, "state": reserved.value},
+                payee,
+                row["transfer_id"],
+                now,
             )
             decided = await self._commit(connection, row, stored_request["fulfilment"], now)
+        self.context.outbox_wakeup.set()  # committed: the payee's notice is there to be seen
         log.info("order_completed", order_id=order.order_id, transfer_id=row["transfer_id"])
         return answer_of(decided)
 
@@ -337,8 +357,12 @@ class Payer:
         async with context.database.write() as connection:
             await self._reserve(connection, row, now)
         log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
-        verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
-        return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
+        self._in_flight.add(transfer_id)
+        try:
+            verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
+            return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
+        finally:
+            self._in_flight.discard(transfer_id)
 
     async def _prepare(self, row: dict[str, Any], now: int) -> str:
         context = self.context
@@ -483,9 +507,11 @@ class Payer:
     async def resolve_in_doubt(self) -> int:
         """Ask the router about every transfer whose outcome we do not know; returns how
         many were decided by this pass. Transfers are asked about side by side (bounded),
-        so that one slow answer does not keep the others waiting until they expire."""
+        so that one slow answer does not keep the others waiting until they expire. One
+        whose prepare is still on its way in this process is left to that call's reply."""
         async with self.context.database.read() as connection:
-            pending = await store.unresolved_orders(connection, IN_DOUBT_BATCH_MAX)
+            unresolved = await store.unresolved_orders(connection, IN_DOUBT_BATCH_MAX)
+        pending = [row for row in unresolved if row["transfer_id"] not in self._in_flight]
         slots = asyncio.Semaphore(IN_DOUBT_CONCURRENCY)
 
         async def resolve(row: dict[str, Any]) -> bool:

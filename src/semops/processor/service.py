@@ -327,12 +327,12 @@ class Processor:
                 await asyncio.wait_for(stop.wait(), interval_s)
 
     async def _outbox_loop(self, stop: asyncio.Event) -> None:
-        wakeup = self.context.outbox_wakeup
-        while not stop.is_set():
-            try:
-                await self.payees.deliver_outbox()
-            except Exception as error:
-                log.error("outbox_failed", error_type=type(error).__name__)
-            wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), OUTBOX_POLL_INTERVAL_S)
+        """Webhook deliveries as they are queued, and the pending gauge once a poll (not
+        once a delivery: it is a count over the outbox)."""
+        delivering = asyncio.create_task(self.payees.outbox.run(stop))
+        try:
+            await self._every(stop, OUTBOX_POLL_INTERVAL_S, self.payees.refresh_outbox_gauge)
+        finally:
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering

@@ -93,12 +93,7 @@ from semops.protocol import (
 )
 from semops.router.participants import Participants, RegistrationAnswer
 from semops.service.http import Peer
-from semops.service.outbox import (
-    OUTBOX_BATCH_MAX,
-    OUTBOX_DELIVERY_TIMEOUT_S,
-    OUTBOX_POLL_INTERVAL_S,
-    next_attempt_at,
-)
+from semops.service.outbox import OUTBOX_DELIVERY_TIMEOUT_S, Deliverer
 from semops.store import router as store
 from semops.store.db import Database
 
@@ -109,6 +104,8 @@ PAYEE_ANSWER_TIMEOUT_S: Final = 10.0
 # A signed directory is valid for a day; it is rebuilt whenever a participant changes.
 DIRECTORY_TTL_S: Final = 24 * 60 * 60
 SWEEP_BATCH_MAX: Final = 500
+# Transfers expire on whole seconds; looking twice a second aborts one within half a second.
+SWEEP_INTERVAL_S: Final = 0.5
 # A routed prepare whose answer is lost is sent again at once, this many times in all; after
 # that `redrive` resends undecided payments every REDRIVE_INTERVAL_S until they expire.
 FORWARD_ATTEMPTS_MAX: Final = 3
@@ -161,6 +158,39 @@ def _audited(transfer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _StatusOutbox:
+    """The router's outbox as a `Deliverer` sees it: TransferStatus messages, each sent to
+    the scheme endpoint the current directory lists for its destination."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def due(self, now: int, limit: int) -> list[dict[str, Any]]:
+        async with self.router.database.read() as connection:
+            return await store.due_messages(connection, now, limit)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        entry = self.router.directory.entry(message["destination"])
+        await self.router.peer.call_jose(
+            "POST",
+            entry.endpoint + message["path"],
+            jose=message["body"],
+            timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
+        )
+
+    async def delivered(self, message: dict[str, Any], now: int) -> None:
+        async with self.router.database.write() as connection:
+            await store.mark_delivered(connection, message["message_id"], now)
+
+    async def retry_later(
+        self, message: dict[str, Any], attempts: int, at: int, error: SemopsError | None
+    ) -> None:
+        async with self.router.database.write() as connection:
+            await store.mark_attempt(connection, message["message_id"], attempts, at)
+        if error is not None:
+            log.info("outbox_retry", destination=message["destination"], code=error.code)
+
+
 @dataclass(frozen=True, slots=True)
 class RouterIdentity:
     router_id: str
@@ -192,7 +222,8 @@ class Router:
         self._ring = KeyRing()
         self._revoked_serials: frozenset[int] = frozenset()
         self._serial = 0
-        self._outbox_wakeup = asyncio.Event()
+        self.outbox = Deliverer(_StatusOutbox(self), clock)
+        self._outbox_wakeup = self.outbox.wakeup
         # Payments being forwarded by a request handler now, and when `redrive` last
         # resent each undecided one (in this process only: a restart forgets, and resends).
         self._forwarding: set[str] = set()
@@ -636,6 +667,9 @@ class Router:
     ) -> Outcome:
         """Record the outcome (the commit point) with positions and notifications, once."""
         now = self.clock.now()
+        # The status is signed once per decision: the same token goes to the outbox and into
+        # the reply (one ECDSA signature, not two, for every payment).
+        status_token: str | None = None
         async with self.database.write() as connection:
             row = await store.get_transfer(connection, transfer_id, for_update=True)
             assert row is not None
@@ -644,19 +678,20 @@ class Router:
             if state is RouterTransferState.RESERVED:
                 committed = target is RouterTransferState.COMMITTED
                 window_id = await self._window_for_commit(connection) if committed else None
-                await store.decide_transfer(
-                    connection,
-                    transfer_id,
-                    state=target.value,
-                    decided_at=now,
-                    fulfilment=fulfilment if committed else None,
-                    reason_code=None if committed else (reason_code or E.TRANSFER_REJECTED.code),
-                    window_id=window_id,
-                )
+                values: dict[str, Any] = {
+                    "state": target.value,
+                    "decided_at": now,
+                    "fulfilment": fulfilment if committed else None,
+                    "reason_code": None if committed else (reason_code or E.TRANSFER_REJECTED.code),
+                    "window_id": window_id,
+                }
+                # The row is locked and RESERVED, so the update takes: the decided row is the
+                # locked one with these values (no second read).
+                moved = await store.decide_transfer(connection, transfer_id, **values)
+                assert moved, "a locked reserved transfer is decided by this update"
                 if window_id is not None:
                     await self._move_positions(connection, row, window_id)
-                decided = await store.get_transfer(connection, transfer_id)
-                assert decided is not None
+                decided = {**row, **values}
                 status_token = self._status_token(decided)
                 # The receiving side learns the outcome through the outbox; the sending side
                 # hears it in the reply, and on an abort through the outbox too, since an
@@ -677,7 +712,9 @@ class Router:
                 row = decided
         self._outbox_wakeup.set()
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
-        return Outcome(self._status_token(row), row["state"] != "reserved")
+        if status_token is None:  # decided before (a concurrent answer, the sweeper)
+            status_token = self._status_token(row)
+        return Outcome(status_token, row["state"] != "reserved")
 
     @staticmethod
     async def _window_for_commit(connection: Any) -> int:
@@ -827,44 +864,25 @@ class Router:
     # --- outbox -----------------------------------------------------------------------
 
     async def deliver_outbox(self) -> int:
-        """One delivery pass; returns how many messages were delivered."""
-        now = self.clock.now()
-        async with self.database.read() as connection:
-            due = await store.due_messages(connection, now, OUTBOX_BATCH_MAX)
-        delivered = 0
-        for message in due:
-            try:
-                entry = self.directory.entry(message["destination"])
-                await self.peer.call_jose(
-                    "POST",
-                    entry.endpoint + message["path"],
-                    jose=message["body"],
-                    timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
-                )
-            except SemopsError as error:
-                attempts = message["attempts"] + 1
-                async with self.database.write() as connection:
-                    await store.mark_attempt(
-                        connection, message["message_id"], attempts, next_attempt_at(now, attempts)
-                    )
-                log.info("outbox_retry", destination=message["destination"], code=error.code)
-                continue
-            async with self.database.write() as connection:
-                await store.mark_delivered(connection, message["message_id"], self.clock.now())
-            delivered += 1
-        return delivered
+        """One delivery pass (concurrent, bounded); returns how many were delivered."""
+        return await self.outbox.deliver_due()
 
     async def run_background(self, stop: asyncio.Event) -> None:
         """Deliver the outbox, sweep expired transfers and resend undecided ones until
-        `stop` is set (resending runs apart: a payee that does not answer must not hold up
-        the outbox)."""
-        redriving = asyncio.create_task(self._redrive_loop(stop))
+        `stop` is set, each in its own loop: a payee that does not answer must not hold up
+        the outbox, and a delivery must not wait for a sweep."""
+        loops = [
+            asyncio.create_task(self._redrive_loop(stop)),
+            asyncio.create_task(self.outbox.run(stop)),
+        ]
         try:
-            await self._outbox_and_sweep_loop(stop)
+            await self._sweep_loop(stop)
         finally:
-            redriving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await redriving
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _redrive_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -875,20 +893,18 @@ class Router:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REDRIVE_INTERVAL_S / 2)
 
-    async def _outbox_and_sweep_loop(self, stop: asyncio.Event) -> None:
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
         reloaded_at = self.clock.now()
         while not stop.is_set():
             try:
-                await self.deliver_outbox()
                 await self.sweep_expired()
                 if self.clock.now() - reloaded_at >= DIRECTORY_RELOAD_INTERVAL_S:
                     reloaded_at = self.clock.now()
                     await self.rebuild_directory(only_if_changed=True)
             except Exception as error:  # keep the loop alive; the error is logged
                 log.error("background_failed", error_type=type(error).__name__)
-            self._outbox_wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), OUTBOX_POLL_INTERVAL_S)
+                await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_S)
 
     async def positions(self) -> list[dict[str, Any]]:
         async with self.database.read() as connection:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from cryptography import x509
@@ -61,6 +62,7 @@ from semops.crypto.pki import load_certificate_pem
 from semops.protocol import (
     DeviceAuth,
     Directory,
+    DirectoryEntry,
     DirectoryKey,
     Enrolment,
     OrderEvent,
@@ -154,12 +156,48 @@ class TrustedConfig:
     ring: KeyRing
     encryption_key: PublicKeyRecord
     root_certificate: str
+    # Every time-bound check of `verify_config` passed at `checked_at` and passes until
+    # `valid_until` (exclusive): the certificates' and the directory's expiry, the
+    # encryption key's, and the moment another of our keys would become the one to seal
+    # to. Inside that window verifying the same document again gives the same answer.
+    checked_at: int
+    valid_until: int
 
     def display_name_of(self, participant_id: str) -> str:
         try:
             return self.directory.entry(participant_id).display_name
         except SemopsError:
             return participant_id
+
+    def still_valid(self, now: int) -> bool:
+        """Whether `verify_config` of the same document at `now` would pass unchanged."""
+        return self.checked_at <= now < self.valid_until
+
+
+def _seconds(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _valid_until(
+    certificates: tuple[x509.Certificate, ...],
+    directory: Directory,
+    entry: DirectoryEntry,
+    encryption_key: PublicKeyRecord,
+    now: int,
+) -> int:
+    """The first moment a time-bound check of `verify_config` could give another answer.
+
+    Certificates are checked inclusively to the second, keys and the directory exclusively:
+    taking the earliest bound of all, exclusive, errs on the side of checking again."""
+    bounds = [_seconds(certificate.not_valid_after_utc) for certificate in certificates]
+    bounds += [directory.expires_at, encryption_key.not_after]
+    # A newer encryption key of ours that starts later would then be the one to seal to.
+    bounds += [
+        record.not_before
+        for record in entry.key_records()
+        if record.use is KeyUse.ENCRYPT and record.not_before > now
+    ]
+    return min(bounds)
 
 
 def _pem(document: dict[str, Any], member: str) -> x509.Certificate:
@@ -198,6 +236,7 @@ def verify_config(document: Any, now: int, *, pinned_root_pem: str | None = None
     if announced.kid != encryption_key.kid or announced.jwk.model_dump() != encryption_key.jwk:
         raise SemopsError(E.DIRECTORY_INVALID, "the encryption key is not the directory's")
     display_name = document["display_name"]
+    valid_until = _valid_until((root, router_certificate), directory, entry, encryption_key, now)
     return TrustedConfig(
         processor_id=processor_id,
         display_name=display_name if isinstance(display_name, str) else entry.display_name,
@@ -205,6 +244,8 @@ def verify_config(document: Any, now: int, *, pinned_root_pem: str | None = None
         ring=KeyRing(directory.key_records()),
         encryption_key=encryption_key,
         root_certificate=document["root_certificate"],
+        checked_at=now,
+        valid_until=valid_until,
     )
 
 

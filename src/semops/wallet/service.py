@@ -30,7 +30,7 @@ from semops.core.limits import (
     WALLET_READ_TIMEOUT_S,
 )
 from semops.core.money import check_payment_amount
-from semops.crypto import check_pin_format, read_unverified_claims
+from semops.crypto import PrivateKey, check_pin_format, read_unverified_claims
 from semops.protocol import (
     OrderEvent,
     OrderState,
@@ -85,6 +85,15 @@ class VerifiedRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class _VerifiedConfig:
+    """A configuration verified against a pinned root, and the stored text it came from."""
+
+    text: str | None
+    pinned: str | None
+    trusted: TrustedConfig
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentOutcome:
     """Where an order stands after an operation, with its checked receipt if completed."""
 
@@ -122,6 +131,8 @@ class Wallet:
         self._transports: dict[str, Transport] = {}
         self.clock = clock
         self._entropy = entropy
+        self._trust: _VerifiedConfig | None = None
+        self._device_key_loaded: PrivateKey | None = None
 
     async def close(self) -> None:
         for transport in self._transports.values():
@@ -149,21 +160,54 @@ class Wallet:
 
     async def trusted(self, *, refresh: bool = False) -> TrustedConfig:
         """The processor configuration, checked against the pinned root; fetched again when
-        asked to or when the stored one no longer verifies (an expired directory)."""
+        asked to or when the stored one no longer verifies (an expired directory).
+
+        The verified configuration is kept in memory while the stored document and the
+        pinned root are unchanged and `now` is inside the window in which every time-bound
+        check of `verify_config` passed (`TrustedConfig.still_valid`): a payment would
+        otherwise verify three certificates, the directory and every key in it three times.
+        A document another process stored in this folder is seen at the next call."""
         enrolled = self.store.require_enrolment()
         pinned = self.store.pinned_root()
-        document = self.store.processor_config()
-        if document is not None and not refresh:
+        if not refresh:
             try:
-                return verify_config(document, self.clock.now(), pinned_root_pem=pinned)
+                stored = self._stored_trusted(pinned, self.clock.now())
             except SemopsError:
-                pass  # stale: fetch it again below
+                stored = None  # stale: fetch it again below
+            if stored is not None:
+                return stored
         document = await self.fetch_config(enrolled.processor_url)
         trusted = verify_config(document, self.clock.now(), pinned_root_pem=pinned)
         if trusted.processor_id != enrolled.processor_id:
             raise SemopsError(E.DIRECTORY_INVALID, "the processor now answers as another one")
         self.store.save_processor_config(document)
+        self._trust = _VerifiedConfig(self.store.processor_config_text(), pinned, trusted)
         return trusted
+
+    def _stored_trusted(self, pinned: str | None, now: int) -> TrustedConfig | None:
+        """The stored configuration verified, from memory when nothing it depends on
+        changed; None if there is none, SemopsError if it does not verify."""
+        text = self.store.processor_config_text()
+        if text is None:
+            return None
+        cached = self._trust
+        if (
+            cached is not None
+            and (cached.text, cached.pinned) == (text, pinned)
+            and cached.trusted.still_valid(now)
+        ):
+            return cached.trusted
+        self._trust = None
+        trusted = verify_config(json.loads(text), now, pinned_root_pem=pinned)
+        self._trust = _VerifiedConfig(text, pinned, trusted)
+        return trusted
+
+    def _device_key(self) -> PrivateKey:
+        """The device key, read from its file once: the file is written once (O_EXCL) and
+        never replaced, so the key cannot change under a running wallet."""
+        if self._device_key_loaded is None:
+            self._device_key_loaded = self.store.device_key()
+        return self._device_key_loaded
 
     # --- enrolment ----------------------------------------------------------------------
 
@@ -182,7 +226,7 @@ class Wallet:
         if not self.store.has_device_key():
             # Stored before it is registered: a lost answer must not lose the key.
             self.store.save_device_key(make_device_key(self._entropy(KEY_SEED_BYTES)))
-        device_key = self.store.device_key()
+        device_key = self._device_key()
         enrolment = build_enrolment(
             device_key=device_key,
             activation_code=activation_code,
@@ -241,7 +285,7 @@ class Wallet:
             processor_id=trusted.processor_id,
             payer_account=enrolled.account_id,
             processor_enc_key=trusted.encryption_key,
-            device_key=self.store.device_key(),
+            device_key=self._device_key(),
             pin=pin,
             order_entropy=self._entropy(ID_RANDOM_BYTES),
             now=now,
@@ -403,7 +447,7 @@ class Wallet:
     def _auth(self, method: str, path: str, body: bytes | None = None) -> dict[str, str]:
         enrolled = self.store.require_enrolment()
         header = device_auth_header(
-            self.store.device_key(),
+            self._device_key(),
             account_id=enrolled.account_id,
             method=method,
             path=path,

@@ -208,8 +208,15 @@ class WalletStore:
         )
 
     def processor_config(self) -> dict[str, Any] | None:
-        value = self._get(_CONFIG)
+        text = self.processor_config_text()
+        value = None if text is None else json.loads(text)
         return value if isinstance(value, dict) else None
+
+    def processor_config_text(self) -> str | None:
+        """The stored configuration as stored (canonical JSON): equal text, equal document.
+        A cheap way to see whether this or another process stored another one."""
+        row = self._db.execute("SELECT value FROM settings WHERE name = ?", (_CONFIG,)).fetchone()
+        return None if row is None else str(row["value"])
 
     def save_processor_config(self, document: dict[str, Any]) -> None:
         self._put(_CONFIG, document)

@@ -1,0 +1,150 @@
+"""No redundant work on the router's payment path (issue 12), in process, on both backends.
+
+The router is the real `Router` over a real database (the harness of test_windows.py);
+what is counted is work that once was done twice: signing a decision's TransferStatus for
+the outbox and again for the reply; statuses delivered one at a time, and only at the next
+poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from semops.devnet import ensure_pki
+from semops.protocol import TransferStatus
+from semops.router import service
+from semops.service import outbox
+from semops.store import router as store
+from semops.store.db import Database, sqlite_url
+from tests.databases import BACKENDS, postgres_or_skip
+from tests.router.test_windows import PARTIES, Scheme
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("lean")
+    ensure_pki(data_dir, PARTIES)
+    return data_dir
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "router.db")
+        return
+    databases = postgres_or_skip()
+    try:
+        yield databases.make(["router"])["router"]
+    finally:
+        databases.drop()
+
+
+@pytest.fixture
+async def scheme(database_url: str, pki: Path) -> AsyncIterator[Scheme]:
+    database = Database(database_url)
+    made = Scheme(pki, database)
+    try:
+        await made.start()
+        yield made
+    finally:
+        await database.dispose()
+
+
+class StatusSignatures:
+    """The router's `sign`, recording every TransferStatus token it makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tokens: list[str] = []
+        self._sign = service.sign
+        monkeypatch.setattr(service, "sign", self)
+
+    def __call__(self, message: Any, key: Any) -> str:
+        token = self._sign(message, key)
+        if isinstance(message, TransferStatus):
+            self.tokens.append(token)
+        return token
+
+
+async def _undelivered(scheme: Scheme) -> list[dict[str, Any]]:
+    async with scheme.database.read() as connection:
+        return await store.due_messages(connection, 2**40, 100)
+
+
+async def test_a_decision_is_signed_once_for_the_reply_and_the_outbox(
+    scheme: Scheme, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signatures = StatusSignatures(monkeypatch)
+    _, state = await scheme.pay(100)
+    assert state == "committed"
+    assert scheme.last_outcome is not None
+    (token,) = signatures.tokens  # one signature for the one state change
+    assert scheme.last_outcome.token == token
+    (queued,) = await _undelivered(scheme)
+    assert (queued["destination"], queued["body"]) == ("mno-b", token)
+
+
+class HeldStatuses:
+    """Status deliveries wait until `count` of them are in flight at once (then all go
+    on); routed prepares are fulfilled as by the FulfillingPeer."""
+
+    def __init__(self, peer: Any, count: int) -> None:
+        self.peer = peer
+        self.count = count
+        self.in_flight = 0
+        self.together = asyncio.Event()
+        self.delivered: list[str] = []
+
+    async def call_jose(self, method: str, url: str, **options: Any) -> str:
+        if not url.endswith("/v1/scheme/status"):
+            return str(await self.peer.call_jose(method, url, **options))
+        self.in_flight += 1
+        if self.in_flight >= self.count:
+            self.together.set()
+        await self.together.wait()
+        self.delivered.append(options["jose"])
+        return ""
+
+
+async def test_statuses_to_one_processor_go_out_side_by_side(scheme: Scheme) -> None:
+    """Issue 12: one status at a time made payee credits lag seconds behind receipts."""
+    for _ in range(3):
+        assert (await scheme.pay(100))[1] == "committed"
+    held = HeldStatuses(scheme.router.peer, count=3)
+    scheme.router.peer = held  # type: ignore[assignment]
+    # One at a time, the first delivery would wait for the third forever.
+    assert await asyncio.wait_for(scheme.router.deliver_outbox(), 10) == 3
+    assert await _undelivered(scheme) == []
+
+
+async def test_a_decision_wakes_the_outbox_at_once(
+    scheme: Scheme, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    held = HeldStatuses(scheme.router.peer, count=1)
+    scheme.router.peer = held  # type: ignore[assignment]
+    stop = asyncio.Event()
+    background = asyncio.create_task(scheme.router.run_background(stop))
+    try:
+        await asyncio.sleep(0.2)  # the deliverer has looked once and sleeps for an hour
+        await scheme.pay(100)
+        assert scheme.last_outcome is not None
+        for _ in range(100):
+            if held.delivered:
+                break
+            await asyncio.sleep(0.05)
+        assert held.delivered == [scheme.last_outcome.token]
+    finally:
+        stop.set()
+        await asyncio.wait_for(background, 10)
