@@ -26,15 +26,14 @@ profile of each is implemented, so there is no algorithm negotiation to get wron
 tests hold these tokens to two independent implementations (joserfc and jwcrypto), both ways.
 
 ECDSA nonces and JWE ephemeral keys come from OpenSSL's CSPRNG, content keys and IVs from
-the operating system's (`os.urandom`), as they must; everything else the core needs at
-random is passed in by the caller.
+`cryptography`'s key generator (the operating system's CSPRNG), as they must; everything
+else the core needs at random is passed in by the caller.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -255,7 +254,10 @@ def seal_for(claims: dict[str, Any], recipient: PublicKeyRecord) -> str:
         "epk": {"crv": epk["crv"], "x": epk["x"], "y": epk["y"], "kty": epk["kty"]},
     }
     header_part = _header_segment(header)
-    cek, iv = os.urandom(_KEY_BYTES), os.urandom(_IV_BYTES)
+    # A fresh content key, and a fresh 96-bit IV cut from a second generated key: the
+    # library's CSPRNG, so the core itself makes no randomness.
+    cek = AESGCM.generate_key(bit_length=_KEY_BYTES * 8)
+    iv = AESGCM.generate_key(bit_length=128)[:_IV_BYTES]
     sealed = AESGCM(cek).encrypt(iv, plaintext, header_part.encode("ascii"))
     token = ".".join(
         [
