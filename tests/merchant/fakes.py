@@ -3,6 +3,7 @@ memory (or over HTTP), signing real PaymentRequests and PaymentNotices with its 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -152,6 +153,7 @@ class FakeMerchantProcessor:
         self.refund_state = "completed"
         self.refunds: dict[str, dict[str, Any]] = {}
         self.key_fetches = 0
+        self.keys_delay_s = 0.0  # how long the key document takes to arrive
         self.pki = SchemePki(clock.now())
         self.keys_document: Any = self.pki.keys_document()
         self.before_create: Any = None
@@ -197,6 +199,8 @@ class FakeMerchantProcessor:
         try:
             if (method, path) == ("GET", "/v1/merchant/keys"):
                 self.key_fetches += 1
+                if self.keys_delay_s:
+                    await asyncio.sleep(self.keys_delay_s)
                 return _answer(self.keys_document)
             if (method, path) == ("POST", "/v1/merchant/requests"):
                 if self.before_create is not None:

@@ -228,6 +228,19 @@ def test_bad_orders_are_refused_with_a_code_and_change_nothing(
     scenario(tmp_path, body)
 
 
+def test_orders_arriving_with_the_first_share_its_key_fetch(tmp_path: Path) -> None:
+    """Right after start, orders that arrive while the processor's keys are on their way
+    wait for that one fetch instead of finding no key (they were refused `key_unknown`)."""
+
+    async def body(shop: Shop) -> None:
+        shop.processor.keys_delay_s = 0.05
+        views = await asyncio.gather(*(shop.order() for _ in range(6)))
+        assert len({view["order_id"] for view in views}) == 6
+        assert shop.processor.key_fetches == 1
+
+    scenario(tmp_path, body)
+
+
 def test_the_same_idempotency_key_gives_the_same_order(tmp_path: Path) -> None:
     async def body(shop: Shop) -> None:
         first = await shop.order(**{"Idempotency-Key": "ik_till-7-sale-1"})

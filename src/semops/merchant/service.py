@@ -168,6 +168,7 @@ class MerchantService:
         self._api_key = api_key
         self._entropy = entropy
         self._keys = _KeyCache()
+        self._keys_fetching = asyncio.Lock()
         # Rung after every committed change of an order: wakes its checkout page's stream.
         self.changes = OrderChanges()
 
@@ -199,17 +200,28 @@ class MerchantService:
         )
         if not stale:
             return self._keys.ring
-        self._keys = _KeyCache(self._keys.ring, now)  # one fetch per interval, even failed
-        answer = await self._call("GET", KEYS_PATH)
+        async with self._keys_fetching:  # one fetch at a time: the others wait for it
+            if self._keys.fetched_at != fetched:  # fetched (or tried) while we waited
+                return self._keys.ring
+            return await self._fetch_ring(now)
+
+    async def _fetch_ring(self, now: int) -> KeyRing:
+        """Fetch and check the key document; the time of the try is kept whatever comes of
+        it (one fetch per interval, even failed), once it is over, so that callers arriving
+        meanwhile wait for it rather than take the keys known before."""
+        ring = self._keys.ring
         try:
-            records = trusted_keys(answer.json(), self.trust, now)
-        except SemopsError as error:
-            log.error("processor_key_untrusted", code=error.code, detail=error.detail)
-            if error.code in _REVOKED:  # the router's own word: nothing is trusted now
-                self._keys = _KeyCache(KeyRing(), now)
-            raise
-        self._keys = _KeyCache(KeyRing(records), now)
-        return self._keys.ring
+            answer = await self._call("GET", KEYS_PATH)
+            try:
+                ring = KeyRing(trusted_keys(answer.json(), self.trust, now))
+            except SemopsError as error:
+                log.error("processor_key_untrusted", code=error.code, detail=error.detail)
+                if error.code in _REVOKED:  # the router's own word: nothing is trusted now
+                    ring = KeyRing()
+                raise
+        finally:
+            self._keys = _KeyCache(ring, now)
+        return ring
 
     async def _verified(self, token: str, kind: type[Any]) -> Any:
         """A message our processor signed under a key we trust, or the reason it is not."""
