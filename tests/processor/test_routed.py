@@ -204,6 +204,28 @@ async def test_the_in_doubt_pass_leaves_a_prepare_in_flight_to_its_reply(
     assert order["state"] == "committed"
 
 
+async def test_an_order_is_in_flight_before_its_reservation_commits(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that read the order between the commit and the send would ask the router,
+    find nothing yet, and send a copy of the prepare that can overtake the original (whose
+    answer is then "reserved", and the wallet's payment pending). Seen in `semops bench`."""
+    bank, _, wallet, shop = await two_processors(network)
+    created = await shop.request(300)
+    payer = bank.processor.payer
+    reserve = payer._reserve
+    marked: list[bool] = []
+
+    async def reserving(connection: Any, row: dict[str, Any], now: int) -> None:
+        marked.append(row["transfer_id"] in payer._in_flight)
+        await reserve(connection, row, now)
+
+    monkeypatch.setattr(payer, "_reserve", reserving)
+    assert (await wallet.pay(created["token"])).status_code == 200
+    assert marked == [True]
+    assert payer._in_flight == set()
+
+
 async def test_an_order_left_reserved_by_a_lost_call_is_asked_about(network: Network) -> None:
     """The in-flight mark ends with the call, whatever way it ends."""
     bank, _, wallet, shop = await two_processors(network)

@@ -354,11 +354,14 @@ class Payer:
         row = self._order_row(order, request, kid, transfer_id, now)
         prepare_token = await self._prepare(row, now)
         row["prepare"] = prepare_token
-        async with context.database.write() as connection:
-            await self._reserve(connection, row, now)
-        log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
+        # Marked before the reservation commits: an in-doubt pass that reads the order
+        # between the commit and the send must already see it as in flight, or it would
+        # ask the router, find nothing yet and send a copy that may overtake this one.
         self._in_flight.add(transfer_id)
         try:
+            async with context.database.write() as connection:
+                await self._reserve(connection, row, now)
+            log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
             verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
             return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
         finally:
