@@ -1,6 +1,7 @@
 """No redundant work on the router's payment path (issue 12), in process, on both backends.
 
-The router is the real `Router` over a real database (the harness of test_windows.py);
+The router is the real `Router` over a real database (the harness of test_windows.py,
+its fixtures in conftest.py);
 what is counted is work that once was done twice: signing a decision's TransferStatus for
 the outbox and again for the reply; statuses delivered one at a time, and only at the next
 poll.
@@ -9,57 +10,17 @@ poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from semops.devnet import ensure_pki
 from semops.protocol import TransferStatus
 from semops.router import service
 from semops.service import outbox
 from semops.store import router as store
-from semops.store.db import Database, sqlite_url
-from tests.databases import BACKENDS, postgres_or_skip
-from tests.router.test_windows import PARTIES, Scheme
+from tests.router.test_windows import Scheme
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("lean")
-    ensure_pki(data_dir, PARTIES)
-    return data_dir
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "router.db")
-        return
-    databases = postgres_or_skip()
-    try:
-        yield databases.make(["router"])["router"]
-    finally:
-        databases.drop()
-
-
-@pytest.fixture
-async def scheme(database_url: str, pki: Path) -> AsyncIterator[Scheme]:
-    database = Database(database_url)
-    made = Scheme(pki, database)
-    try:
-        await made.start()
-        yield made
-    finally:
-        await database.dispose()
 
 
 class StatusSignatures:

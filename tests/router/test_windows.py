@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from semops.crypto import (
     seal_for,
     sign_message,
 )
-from semops.devnet import ensure_pki
 from semops.protocol import (
     ParticipantRegistration,
     TransferDetails,
@@ -49,9 +47,8 @@ from semops.router.settlement import Settlement
 from semops.service.clock import SystemClock
 from semops.service.files import read_private_key
 from semops.store import router as store
-from semops.store.db import Database, sqlite_url
+from semops.store.db import Database
 from semops.store.migrate import upgrade
-from tests.databases import BACKENDS, postgres_or_skip
 
 pytestmark = pytest.mark.anyio
 
@@ -166,41 +163,6 @@ class Scheme:
     async def statement(self, window_id: int, party: str) -> SettlementStatement:
         token = await self.settlement.statement(window_id, party)
         return open_signed(token, SettlementStatement, self.router.ring, int(time.time())).message
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("windows")
-    ensure_pki(data_dir, PARTIES)
-    return data_dir
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "router.db")
-        return
-    databases = postgres_or_skip()
-    try:
-        yield databases.make(["router"])["router"]
-    finally:
-        databases.drop()
-
-
-@pytest.fixture
-async def scheme(database_url: str, pki: Path) -> AsyncIterator[Scheme]:
-    database = Database(database_url)
-    made = Scheme(pki, database)
-    try:
-        await made.start()
-        yield made
-    finally:
-        await database.dispose()
 
 
 async def test_commits_fall_in_the_open_window_and_a_close_starts_the_next(
