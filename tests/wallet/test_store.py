@@ -194,3 +194,17 @@ def test_orders_are_listed_newest_first_and_by_request(store: WalletStore) -> No
     assert [r.order_id[3] for r in store.orders()] == ["2", "3", "1"]
     assert [r.order_id[3] for r in store.orders_for_request("rq_" + "X" * 22)] == ["2", "1"]
     assert store.orders(limit=1)[0].order_id == "or_" + "2" * 22
+
+
+def test_an_order_added_for_sending_is_stored_sent_in_one_commit(tmp_path: Path) -> None:
+    store = WalletStore.open(tmp_path)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    record = store.add_order(_record(), sending_at=NOW + 1)
+    store._db.set_trace_callback(None)
+    assert (record.state, record.updated_at) == (OrderState.SENT, NOW + 1)
+    assert statements.count("COMMIT") == 1
+    store.close()
+    again = WalletStore.open(tmp_path)
+    assert again.require_order(record.order_id).state is OrderState.SENT
+    again.close()

@@ -5,7 +5,8 @@ must survive a crash *before* talking to the processor, then talks to it and rec
 answer as an ORDER event. The command line (`semops.cli.wallet`) only asks and prints.
 
 Paying, step by step: verify the request against the directory; build and sign the order;
-store it (state CREATED, with its signed token); move it to SENT; send it. A receipt that
+store it (state CREATED, with its signed token) and move it to SENT, in one durable
+write; send it. A receipt that
 checks out completes it; a definite refusal fails it; a timeout, a 202 or anything unclear
 leaves it PENDING. A pending order is settled by re-sending the *stored* token while the
 processor still accepts it (the processor answers a known order id with its stored
@@ -14,11 +15,13 @@ outcome, so this can never pay twice) and by asking `GET /v1/wallet/orders/{id}`
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from semops.core.clock import Clock
 from semops.core.errors import E, SemopsError
@@ -66,6 +69,8 @@ HISTORY_PATH: Final = "/v1/wallet/history"
 NOTICES_PATH: Final = "/v1/wallet/notices"
 REQUESTS_PATH: Final = "/v1/wallet/requests"
 # Errors after which the directory is fetched again once: keys rotate, processors join.
+_T = TypeVar("_T")
+
 _STALE_DIRECTORY: Final = frozenset(
     {
         E.KEY_UNKNOWN.code,
@@ -291,7 +296,8 @@ class Wallet:
             now=now,
         )
         request = verified.request
-        self.store.add_order(
+        record = await self._stored(
+            self.store.add_order,
             OrderRecord(
                 order_id=signed.order_id,
                 request_id=request.request_id,
@@ -307,9 +313,10 @@ class Wallet:
                 created_at=now,
                 expires_at=signed.order.expires_at,
                 updated_at=now,
-            )
+            ),
+            sending_at=now,
         )
-        return await self._send(self.store.require_order(signed.order_id))
+        return await self._send(record, marked_sent=True)
 
     async def resume(self, record: OrderRecord) -> PaymentOutcome:
         """Carry an unfinished order forward: send it, re-send it, or ask about it."""
@@ -317,16 +324,21 @@ class Wallet:
             return await self._send(record)
         if record.state is OrderState.SENT:
             # Sent, then the wallet stopped before the answer: the outcome is unknown.
-            record = self.store.apply(record.order_id, OrderEvent.NO_ANSWER, self.clock.now())
+            record = await self._stored(
+                self.store.apply, record.order_id, OrderEvent.NO_ANSWER, self.clock.now()
+            )
         if record.state is OrderState.PENDING:
             if should_resend(record.expires_at, self.clock.now()):
                 return await self._send(record)
             return await self.status(record.order_id)
         return await self._finished(record)
 
-    async def _send(self, record: OrderRecord) -> PaymentOutcome:
+    async def _send(self, record: OrderRecord, *, marked_sent: bool = False) -> PaymentOutcome:
         enrolled = self.store.require_enrolment()
-        record = self.store.apply(record.order_id, OrderEvent.SEND, self.clock.now())
+        if not marked_sent:
+            record = await self._stored(
+                self.store.apply, record.order_id, OrderEvent.SEND, self.clock.now()
+            )
         try:
             answer = await self._call(
                 enrolled.processor_url,
@@ -385,7 +397,9 @@ class Wallet:
             )
         if should_resend(record.expires_at, now):
             if record.state is OrderState.SENT:
-                record = self.store.apply(record.order_id, OrderEvent.NO_ANSWER, now)
+                record = await self._stored(
+                    self.store.apply, record.order_id, OrderEvent.NO_ANSWER, now
+                )
             return await self._send(record)
         return await self._record(record, OrderAnswer(OrderEvent.NO_ANSWER))
 
@@ -411,16 +425,17 @@ class Wallet:
             except SemopsError as error:
                 # A receipt that does not prove this payment: the money may still have
                 # moved, so the order stays pending and is asked about again.
-                updated = self._apply_no_answer(record, now)
+                updated = await self._apply_no_answer(record, now)
                 return PaymentOutcome(
                     updated, note=f"the receipt was refused: {error.detail} ({error.code})"
                 )
-            updated = self.store.apply(
-                record.order_id, OrderEvent.RECEIPT, now, receipt=answer.receipt
+            updated = await self._stored(
+                self.store.apply, record.order_id, OrderEvent.RECEIPT, now, receipt=answer.receipt
             )
             return PaymentOutcome(updated, receipt)
         if answer.event is OrderEvent.DECLINED:
-            updated = self.store.apply(
+            updated = await self._stored(
+                self.store.apply,
                 record.order_id,
                 OrderEvent.DECLINED,
                 now,
@@ -428,13 +443,19 @@ class Wallet:
                 error_detail=answer.error_detail,
             )
             return PaymentOutcome(updated)
-        return PaymentOutcome(self._apply_no_answer(record, now))
+        return PaymentOutcome(await self._apply_no_answer(record, now))
 
-    def _apply_no_answer(self, record: OrderRecord, now: int) -> OrderRecord:
+    async def _apply_no_answer(self, record: OrderRecord, now: int) -> OrderRecord:
         current = self.store.require_order(record.order_id)
         if current.state in (OrderState.SENT, OrderState.PENDING):
-            return self.store.apply(record.order_id, OrderEvent.NO_ANSWER, now)
+            return await self._stored(self.store.apply, record.order_id, OrderEvent.NO_ANSWER, now)
         return current
+
+    @staticmethod
+    async def _stored(write: Callable[..., _T], *args: Any, **options: Any) -> _T:
+        """A durable write to the wallet's store, run in a worker thread: its fsync does
+        not stop the event loop (and every other wallet sharing it, as in `semops bench`)."""
+        return await asyncio.to_thread(functools.partial(write, *args, **options))
 
     async def _finished(self, record: OrderRecord) -> PaymentOutcome:
         if record.state is OrderState.COMPLETED and record.receipt is not None:

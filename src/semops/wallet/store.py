@@ -16,7 +16,9 @@ token, byte for byte, so the processor sees the same id with the same content an
 the stored outcome instead of paying twice. Every state change goes through the ORDER
 table of `semops.protocol.states` inside one write transaction.
 
-This is a single-user command-line tool, so the stdlib `sqlite3` is used directly.
+This is a single-user tool, so the stdlib `sqlite3` is used directly. Writes hold a lock
+from BEGIN to COMMIT, so the wallet service may run them in a worker thread (the COMMIT's
+fsync then does not stop its event loop); reads run wherever they are called.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +135,7 @@ class WalletStore:
     def __init__(self, directory: Path, connection: sqlite3.Connection) -> None:
         self.directory = directory
         self._db = connection
+        self._writing = threading.Lock()
 
     @classmethod
     def open(cls, directory: Path) -> WalletStore:
@@ -139,7 +143,9 @@ class WalletStore:
         directory.mkdir(mode=WALLET_DIR_MODE, parents=True, exist_ok=True)
         database = directory / DATABASE_FILE
         _create_private(database)
-        connection = sqlite3.connect(database, isolation_level=None, timeout=5.0)
+        connection = sqlite3.connect(
+            database, isolation_level=None, timeout=5.0, check_same_thread=False
+        )
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed order id is on disk before the order leaves the device.
@@ -152,13 +158,14 @@ class WalletStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._writing:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # --- the device key -----------------------------------------------------------------
 
@@ -232,8 +239,11 @@ class WalletStore:
 
     # --- orders -------------------------------------------------------------------------
 
-    def add_order(self, record: OrderRecord) -> None:
-        """Store a new order (state CREATED) and its signed token, durably, before sending."""
+    def add_order(self, record: OrderRecord, *, sending_at: int | None = None) -> OrderRecord:
+        """Store a new order (state CREATED) and its signed token, durably, before sending.
+
+        With `sending_at`, the same transaction also moves it to SENT (one fsync where two
+        would say the same: the token is on disk before it leaves the device)."""
         assert record.state is ORDER.initial
         with self._write() as db:
             db.execute(
@@ -261,6 +271,9 @@ class WalletStore:
                     None,
                 ),
             )
+            if sending_at is not None:
+                _move(db, record.order_id, OrderEvent.SEND, sending_at)
+        return self.require_order(record.order_id)
 
     def order(self, order_id: str) -> OrderRecord | None:
         row = self._db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
@@ -300,18 +313,30 @@ class WalletStore:
     ) -> OrderRecord:
         """Move an order by one ORDER event, in one transaction; an illegal step raises."""
         with self._write() as db:
-            row = db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-            if row is None:
-                raise SemopsError(E.NOT_FOUND, "this wallet has no order with that id")
-            current = _record(row)
-            state = ORDER.next(current.state, event)
-            db.execute(
-                "UPDATE orders SET state = ?, updated_at = ?, "
-                "receipt = COALESCE(?, receipt), error_code = COALESCE(?, error_code), "
-                "error_detail = COALESCE(?, error_detail) WHERE order_id = ?",
-                (state.value, now, receipt, error_code, error_detail, order_id),
-            )
+            _move(db, order_id, event, now, receipt, error_code, error_detail)
         return self.require_order(order_id)
+
+
+def _move(
+    db: sqlite3.Connection,
+    order_id: str,
+    event: OrderEvent,
+    now: int,
+    receipt: str | None = None,
+    error_code: str | None = None,
+    error_detail: str | None = None,
+) -> None:
+    """One ORDER step inside the caller's write transaction; an illegal step raises."""
+    row = db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    if row is None:
+        raise SemopsError(E.NOT_FOUND, "this wallet has no order with that id")
+    state = ORDER.next(_record(row).state, event)
+    db.execute(
+        "UPDATE orders SET state = ?, updated_at = ?, "
+        "receipt = COALESCE(?, receipt), error_code = COALESCE(?, error_code), "
+        "error_detail = COALESCE(?, error_detail) WHERE order_id = ?",
+        (state.value, now, receipt, error_code, error_detail, order_id),
+    )
 
 
 __all__ = [
