@@ -33,7 +33,10 @@ def _normalise(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             raise SemopsError(E.MALFORMED, "object keys must be strings")
-        return {key: _normalise(value[key], depth + 1) for key in sorted(value, key=_utf16_order)}
+        # ASCII names sort the same by code point as by UTF-16 code unit (the common case).
+        ascii_only = all(key.isascii() for key in value)
+        order = sorted(value) if ascii_only else sorted(value, key=_utf16_order)
+        return {key: _normalise(value[key], depth + 1) for key in order}
     if isinstance(value, list | tuple):
         return [_normalise(item, depth + 1) for item in value]
     return value

@@ -67,6 +67,8 @@ _DECIMAL_DIGIT: Final = regex.compile(r"\p{Nd}")
 # The rendered characters in confusables.txt's comments carry left-to-right marks around
 # right-to-left text; they are not part of the mapping.
 _DIRECTION_MARKS: Final = "\u200e\u200f"
+# Distinct display texts whose verdict is remembered (each at most a few hundred bytes).
+TEXT_CHECKS_CACHED: Final = 4096
 
 
 def _is_blank(character: str) -> bool:
@@ -76,8 +78,12 @@ def _is_blank(character: str) -> bool:
     return name.endswith("FILLER") or "BLANK" in name.split()
 
 
+@functools.lru_cache(maxsize=TEXT_CHECKS_CACHED)
 def text_problem(text: str) -> str | None:
-    """Why `text` cannot be shown to a payer as a payee name or reference, or None."""
+    """Why `text` cannot be shown to a payer as a payee name or reference, or None.
+
+    Pure and bounded in length, so the answers are cached: a shop's name and references
+    come back with every request and receipt."""
     for character in text:
         if ord(character) in TAG_CHARACTERS:
             return "tag characters (hidden text) are not allowed"
