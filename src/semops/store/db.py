@@ -19,10 +19,17 @@ after its COMMIT, so nobody is told of a change that could still be lost; a writ
 fails is rolled back to its savepoint and leaves the others alone. Under load the group
 grows by itself: whoever arrives during one fsync goes into the next.
 
-PostgreSQL: asyncpg through SQLAlchemy's async engine, READ COMMITTED with row locks
-(`SELECT ... FOR UPDATE`) and conditional updates where a decision depends on a value; a
-bounded pool per worker; no pre-ping per checkout (a broken connection fails one call and
-is replaced).
+PostgreSQL: an asyncpg pool per database (bounded, made on first use, no pre-ping: a broken
+connection fails one call and is replaced). `write()` is one READ COMMITTED transaction,
+committed when it returns and rolled back on any exception; decisions that depend on a
+value take row locks (`SELECT ... FOR UPDATE`) or use conditional updates. `read()` is a
+plain connection: each statement sees what was committed before it began, as in a READ
+COMMITTED transaction, without BEGIN and ROLLBACK round trips. The store's SQLAlchemy Core
+statements are compiled once per shape for the PostgreSQL dialect and run as asyncpg's
+prepared statements (each connection caches them by their SQL); their results answer like
+SQLAlchemy's (`semops.store.results`), and asyncpg's errors are raised as the SQLAlchemy
+exceptions the callers catch (a unique violation is an `IntegrityError`). SQLAlchemy's async
+engine (`Database.engine`) is kept for migrations and inspection only.
 """
 
 from __future__ import annotations
@@ -591,7 +598,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
-        """One read-only transaction: a consistent snapshot."""
+        """Reads: one snapshot on SQLite; on PostgreSQL each statement its own (READ
+        COMMITTED), as before."""
         if self._sqlite is not None:
             async with self._sqlite.read() as connection:
                 yield connection
