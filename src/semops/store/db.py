@@ -52,6 +52,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from semops.store.results import Result
@@ -141,9 +142,9 @@ def _migration_engine(url: str) -> AsyncEngine:
     backend = make_url(url).get_backend_name()
     if backend != "postgresql":
         raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
-    return create_async_engine(
-        url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW_MAX, pool_timeout=POOL_TIMEOUT_S
-    )
+    # A connection per use: migrations run once at start, so none is kept open beside the
+    # asyncpg pool that serves the transactions.
+    return create_async_engine(url, poolclass=NullPool)
 
 
 @dataclass(slots=True)
