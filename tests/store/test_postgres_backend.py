@@ -19,10 +19,12 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     MetaData,
     String,
     Table,
     bindparam,
+    cast,
     func,
     insert,
     select,
@@ -182,5 +184,17 @@ def test_counters_count_statements_sent_and_transactions_committed(url: str) -> 
         await _count(database)
         after = (database.stats.statements, database.stats.writes, database.stats.commits)
         assert tuple(b - a for a, b in zip(before, after, strict=True)) == (4, 2, 1)
+
+    _run(url, check)
+
+
+def test_a_type_converted_on_the_way_out_is_refused_not_returned_raw(url: str) -> None:
+    """Only types asyncpg returns as SQLAlchemy would are allowed through (a new column type
+    needing a result processor must be handled in the backend first)."""
+
+    async def check(database: Database) -> None:
+        async with database.read() as connection:
+            with pytest.raises(NotImplementedError):
+                await connection.execute(select(cast(items.c.amount_minor, Float)))
 
     _run(url, check)

@@ -353,6 +353,13 @@ class _Compiled:
     returns_rows: bool  # else the status line gives the rowcount
 
 
+def _converts_results(type_: Any, dialect: Dialect) -> bool:
+    try:
+        return type_._cached_result_processor(dialect, None) is not None
+    except TypeError:  # numeric types decide by the server's column type, unknown here
+        return True
+
+
 def _compile(
     dialect: Dialect, statement: Any, cache_key: Any, keys: tuple[str, ...], many: bool
 ) -> _Compiled:
@@ -360,8 +367,14 @@ def _compile(
         dialect, statement, cache_key=cache_key, column_keys=list(keys), for_executemany=many
     )
     assert isinstance(compiled, SQLCompiler)
+    # The tables use strings, integers and booleans, which asyncpg returns as SQLAlchemy
+    # would; a type that SQLAlchemy converts on the way out (JSON, Enum, Numeric ...) or a
+    # Python-side default is refused here rather than silently returned raw or skipped.
     if compiled.insert_prefetch or compiled.update_prefetch:
         raise NotImplementedError("Python-side column defaults are not run on PostgreSQL")
+    for column in compiled._result_columns:
+        if _converts_results(column.type, dialect):
+            raise NotImplementedError(f"no result conversion for {column.type!r} on PostgreSQL")
     names = tuple(compiled.positiontup or ())
     bind = compiled._bind_processors
     expanding = bool(compiled.post_compile_params or compiled.literal_execute_params)
