@@ -47,8 +47,9 @@ def database_url(data_dir: Path, db_urls: dict[str, str], service: str) -> str:
 async def _read(url: str) -> dict[str, list[tuple[Any, ...]]]:
     database = Database(url)
     try:
+        async with database.engine.connect() as inspecting:  # inspection: not the store's API
+            names = await inspecting.run_sync(lambda sync: inspect(sync).get_table_names())
         async with database.read() as connection:
-            names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
             tables: dict[str, list[tuple[Any, ...]]] = {}
             for name in sorted(names):
                 if name in UNCOMPARED_TABLES:

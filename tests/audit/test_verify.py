@@ -194,11 +194,7 @@ async def _entries_in_the_same_transaction_roll_back_with_it(url: str, data_dir:
                 await audit.append(connection, "order_committed", "bank-a", {"amount_minor": 1})
                 raise RuntimeError("the action failed")
         async with database.read() as connection:
-            return len(
-                await connection.run_sync(
-                    lambda sync: list(sync.execute(processor_store.audit_log.select()))
-                )
-            )
+            return len((await connection.execute(processor_store.audit_log.select())).all())
     finally:
         await database.dispose()
 
