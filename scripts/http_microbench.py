@@ -1,0 +1,165 @@
+"""CPU per request of one JOSE route on the server side: FastAPI's full stack against the
+lean path (service/lean.py) and a bare ASGI callable, under uvicorn, with an aiohttp client,
+over plain HTTP and over mutual TLS with the scheme peer gate.
+
+    .venv/bin/python scripts/http_microbench.py [--requests 4000] [--concurrency 16]
+
+Each variant runs in a server process of its own; the figure is that process's CPU time
+(user + system, from /proc) over the measured requests, divided by their number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from fastapi import Request
+from starlette.responses import Response
+
+TOKEN = "eyJhbGciOiJFUzI1NiJ9." + "A" * 560 + "." + "B" * 86
+PATH = "/v1/transfers"
+
+
+def _tls_dir(root: Path) -> Path:
+    from semops.devnet.pki import ensure_pki
+
+    ensure_pki(root, {"router": "router", "bank-a": "processor"})
+    return root
+
+
+def build_app(variant: str, tls: bool, root: Path) -> Any:
+    from semops.core.clock import Clock
+    from semops.crypto.pki import load_certificate_pem
+    from semops.service.app import create_app, jose_response, read_jose
+    from semops.service.tls import SchemePeerGate, scheme_peer
+
+    class _Clock(Clock):
+        def now(self) -> int:
+            return int(time.time())
+
+    gate: dict[str, Any] = {
+        "root": load_certificate_pem((root / "pki" / "root-ca.crt").read_bytes()),
+        "role": "processor",
+        "revoked_serials": frozenset,
+        "clock": _Clock(),
+    }
+
+    async def answer(token: str, scope: Any) -> Response:
+        if tls:
+            scheme_peer(scope)
+        return jose_response(token[::-1])
+
+    if variant == "asgi":
+
+        async def bare(scope: Any, receive: Any, send: Any) -> None:
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            data = body[::-1]
+            headers = [(b"content-length", str(len(data)).encode()), (b"content-type", b"a/j")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
+        return SchemePeerGate(bare, **gate) if tls else bare
+    app = create_app("microbench")
+    if variant == "fastapi":
+
+        @app.post(PATH)
+        async def route(request: Request) -> Response:
+            return await answer(await read_jose(request), request.scope)
+    else:
+        from semops.service.lean import jose_route
+
+        jose_route(app, PATH, answer)
+    if tls:
+        app.add_front_middleware(SchemePeerGate, **gate)
+    return app
+
+
+def serve(variant: str, tls: bool, root: Path, port: int) -> None:
+    from semops.service.server import make_server, serve_all
+    from semops.service.tls import TlsFiles, server_options
+
+    options = server_options(TlsFiles.in_directory(root / "router", "router")) if tls else {}
+    server = make_server(build_app(variant, tls, root), host="127.0.0.1", port=port, **options)
+    asyncio.run(serve_all([server]))
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(url: str, context: ssl.SSLContext | None, count: int, concurrency: int) -> None:
+    connector = aiohttp.TCPConnector(ssl=context if context is not None else False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        left = count
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                headers = {"Content-Type": "application/jose"}
+                async with session.post(url, data=TOKEN.encode(), headers=headers) as answer:
+                    assert answer.status == 200, answer.status
+                    await answer.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def measure(variant: str, tls: bool, root: Path, requests: int, concurrency: int) -> float:
+    from semops.service.tls import TlsFiles, client_context
+
+    port = 18000 + os.getpid() % 1000
+    command = [sys.executable, __file__, "serve", variant, "tls" if tls else "plain"]
+    server = subprocess.Popen([*command, str(root), str(port)])  # noqa: S603 (our own script)
+    try:
+        context = client_context(TlsFiles.in_directory(root / "bank-a", "bank-a")) if tls else None
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{PATH}"
+        for _ in range(100):
+            try:
+                asyncio.run(drive(url, context, 200, concurrency))  # warm-up
+                break
+            except (aiohttp.ClientError, OSError):
+                time.sleep(0.1)
+        before = _cpu_s(server.pid)
+        asyncio.run(drive(url, context, requests, concurrency))
+        return (_cpu_s(server.pid) - before) / requests * 1e6
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        variant, mode, root, port = sys.argv[2:6]
+        serve(variant, mode == "tls", Path(root), int(port))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--variants", default="fastapi,lean,asgi")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        root = _tls_dir(Path(directory))
+        for tls in (False, True):
+            for variant in arguments.variants.split(","):
+                cpu_us = measure(variant, tls, root, arguments.requests, arguments.concurrency)
+                print(f"{'mTLS ' if tls else 'plain'} {variant:8s} {cpu_us:7.0f} µs CPU/request")
+
+
+if __name__ == "__main__":
+    main()
