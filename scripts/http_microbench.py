@@ -1,11 +1,12 @@
 """CPU per request of one JOSE route on the server side: FastAPI's full stack against the
-lean path (service/lean.py) and a bare ASGI callable, under uvicorn, with an aiohttp client,
-over plain HTTP and over mutual TLS with the scheme peer gate.
+lean path (service/lean.py) and a bare ASGI callable, under uvicorn, called through the
+services' own aiohttp client (service/http.py), over plain HTTP and over mutual TLS with
+the scheme peer gate.
 
     .venv/bin/python scripts/http_microbench.py [--requests 4000] [--concurrency 16]
 
-Each variant runs in a server process of its own; the figure is that process's CPU time
-(user + system, from /proc) over the measured requests, divided by their number.
+Each variant runs in a server process of its own; the figures are that process's CPU time
+(user + system, from /proc) and the client's, over the measured requests, per request.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from fastapi import Request
 from starlette.responses import Response
+
+from semops.core.errors import SemopsError
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9." + "A" * 560 + "." + "B" * 86
 PATH = "/v1/transfers"
@@ -103,24 +105,29 @@ def _cpu_s(pid: int) -> float:
 
 
 async def drive(url: str, context: ssl.SSLContext | None, count: int, concurrency: int) -> None:
-    connector = aiohttp.TCPConnector(ssl=context if context is not None else False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        left = count
+    """`count` calls through the services' own client (service/http.py `Peer.call_jose`)."""
+    from semops.service.http import Peer
 
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                headers = {"Content-Type": "application/jose"}
-                async with session.post(url, data=TOKEN.encode(), headers=headers) as answer:
-                    assert answer.status == 200, answer.status
-                    await answer.read()
+    peer = Peer(context)
+    left = count
 
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            answer = await peer.call_jose("POST", url, jose=TOKEN, timeout_s=30)
+            assert answer == TOKEN[::-1], answer[:40]
+
+    try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await peer.close()
 
 
-def measure(variant: str, tls: bool, root: Path, requests: int, concurrency: int) -> float:
+def measure(
+    variant: str, tls: bool, root: Path, requests: int, concurrency: int
+) -> tuple[float, float]:
+    """(server, client) CPU µs per request."""
     from semops.service.tls import TlsFiles, client_context
 
     port = 18000 + os.getpid() % 1000
@@ -133,11 +140,12 @@ def measure(variant: str, tls: bool, root: Path, requests: int, concurrency: int
             try:
                 asyncio.run(drive(url, context, 200, concurrency))  # warm-up
                 break
-            except (aiohttp.ClientError, OSError):
+            except SemopsError:
                 time.sleep(0.1)
-        before = _cpu_s(server.pid)
+        before, client_before = _cpu_s(server.pid), time.process_time()
         asyncio.run(drive(url, context, requests, concurrency))
-        return (_cpu_s(server.pid) - before) / requests * 1e6
+        client_s = time.process_time() - client_before
+        return (_cpu_s(server.pid) - before) / requests * 1e6, client_s / requests * 1e6
     finally:
         server.terminate()
         server.wait()
@@ -157,8 +165,13 @@ def main() -> None:
         root = _tls_dir(Path(directory))
         for tls in (False, True):
             for variant in arguments.variants.split(","):
-                cpu_us = measure(variant, tls, root, arguments.requests, arguments.concurrency)
-                print(f"{'mTLS ' if tls else 'plain'} {variant:8s} {cpu_us:7.0f} µs CPU/request")
+                server_us, client_us = measure(
+                    variant, tls, root, arguments.requests, arguments.concurrency
+                )
+                print(
+                    f"{'mTLS ' if tls else 'plain'} {variant:8s} server {server_us:5.0f} µs,"
+                    f" client {client_us:5.0f} µs CPU per request"
+                )
 
 
 if __name__ == "__main__":
