@@ -64,6 +64,8 @@ class _Refused(Exception):
 def jose_route(app: ServiceApp, path: str, handler: JoseHandler, **route_options: Any) -> None:
     """Serve POST `path` with `handler`, lean; declare it in FastAPI with the same handler
     (`route_options` go to FastAPI: status code, responses, for the OpenAPI document)."""
+    # The table matches exact paths: a path parameter would be FastAPI's to parse and check.
+    assert "{" not in path, path
 
     async def endpoint(request: Request) -> Response:
         return await handler(await read_jose(request), request.scope)
