@@ -18,6 +18,7 @@ from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.types import Scope
 
 from semops.core.errors import E, SemopsError
 from semops.core.ids import ID_PATTERN
@@ -43,7 +44,14 @@ from semops.protocol.messages import (
     Reference,
     Url,
 )
-from semops.service.app import create_app, jose_response, problem_response, read_jose
+from semops.service.app import (
+    ServiceApp,
+    create_app,
+    jose_response,
+    problem_response,
+    read_jose,
+)
+from semops.service.lean import jose_route
 from semops.service.metrics import database_registry, render_metrics
 
 B = TypeVar("B", bound=BaseModel)
@@ -126,14 +134,16 @@ def create_public_app(processor: Processor) -> FastAPI:
 def create_scheme_app(processor: Processor) -> FastAPI:
     app = create_app(f"SEMOPS processor {processor.settings.processor_id} (scheme)", version="1")
 
-    @app.post("/v1/scheme/transfers")
-    async def routed_prepare(request: Request) -> Response:
-        return jose_response(await processor.payee.routed_prepare(await read_jose(request)))
+    async def routed_prepare(token: str, scope: Scope) -> Response:
+        return jose_response(await processor.payee.routed_prepare(token))
 
-    @app.post("/v1/scheme/status", status_code=204)
-    async def status(request: Request) -> Response:
-        await processor.scheme_status(await read_jose(request))
+    async def status(token: str, scope: Scope) -> Response:
+        await processor.scheme_status(token)
         return Response(status_code=204)
+
+    # Lean (service/lean.py): a payment's two calls at the payee, kept out of FastAPI's stack.
+    jose_route(app, "/v1/scheme/transfers", routed_prepare)
+    jose_route(app, "/v1/scheme/status", status, status_code=204)
 
     @app.post("/v1/scheme/refunds")
     async def refund(request: Request) -> Response:
@@ -180,7 +190,7 @@ def _add_health(app: FastAPI, processor: Processor) -> None:
         return processor.health()
 
 
-def _add_wallet(app: FastAPI, processor: Processor) -> None:
+def _add_wallet(app: ServiceApp, processor: Processor) -> None:
     customers = processor.customers
 
     async def device(request: Request, authorization: str | None) -> dict[str, Any]:
@@ -194,14 +204,16 @@ def _add_wallet(app: FastAPI, processor: Processor) -> None:
     async def enrol(request: Request) -> dict[str, Any]:
         return await customers.enrol(await read_jose(request))
 
-    @app.post("/v1/wallet/orders")
-    async def order(request: Request) -> Response:
-        answer = await processor.payer.submit(await read_jose(request))
+    async def order(token: str, scope: Scope) -> Response:
+        answer = await processor.payer.submit(token)
         if answer.receipt is not None:
             return jose_response(answer.receipt)
         if answer.error is not None:
-            return problem_response(answer.error, request.url.path)
+            return problem_response(answer.error, scope["path"])
         return JSONResponse({"order_id": answer.order_id, "state": "pending"}, status_code=202)
+
+    # Lean (service/lean.py): a payment's one call at the payer, kept out of FastAPI's stack.
+    jose_route(app, "/v1/wallet/orders", order)
 
     @app.get("/v1/wallet/orders/{order_id}")
     async def order_status(

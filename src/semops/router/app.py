@@ -22,6 +22,7 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Scope
 
 from semops.audit.report import WINDOW_ID_MAX
 from semops.core.errors import E, SemopsError
@@ -32,6 +33,7 @@ from semops.protocol import require_same_party
 from semops.router.service import Outcome, Router
 from semops.router.settlement import Settlement
 from semops.service.app import create_app, jose_response, read_jose
+from semops.service.lean import jose_route
 from semops.service.metrics import database_registry, render_metrics
 from semops.service.tls import SchemePeerGate, scheme_peer
 
@@ -80,10 +82,13 @@ def create_scheme_app(router: Router, settlement: Settlement | None = None) -> F
         held = {"registration": "held", "registration_id": answer.held}
         return JSONResponse(answer.document | held, status_code=202)
 
-    @app.post("/v1/transfers")
-    async def prepare(request: Request) -> Response:
-        token = await read_jose(request)
-        return _answer(await router.prepare(token, tls_party=caller(request)), "payment")
+    async def prepare(token: str, scope: Scope) -> Response:
+        return _answer(
+            await router.prepare(token, tls_party=scheme_peer(scope).party_id), "payment"
+        )
+
+    # Lean (service/lean.py): a payment's one call at the router, kept out of FastAPI's stack.
+    jose_route(app, "/v1/transfers", prepare)
 
     @app.get("/v1/transfers/{transfer_id}")
     async def status(transfer_id: TransferIdPath, request: Request) -> Response:
@@ -113,8 +118,9 @@ def create_scheme_app(router: Router, settlement: Settlement | None = None) -> F
         return jose_response(await settled.headroom(participant(request, authorization)))
 
     _add_health(app)
-    # Outermost: nothing on this port answers a caller that is not a processor.
-    app.add_middleware(
+    # Outermost, in front of the lean routes too: nothing on this port answers a caller that
+    # is not a processor.
+    app.add_front_middleware(
         SchemePeerGate,
         root=router.identity.root_certificate,
         role="processor",

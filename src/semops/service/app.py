@@ -12,10 +12,17 @@ that route uses (FastAPI's, pydantic's or the core's). Every answer carries
 that allows nothing (`default-src 'none'; frame-ancestors 'none'`: JSON, SVG and PNG need
 nothing) and `Cache-Control: no-store`, unless the route set its own (pages send a CSP
 of their own; static files may be cached).
+
+`create_app` gives a `ServiceApp`: FastAPI, plus a table of lean routes served in front of
+FastAPI's stack (service/lean.py: the hot scheme and order routes, with the same checks
+and answers but none of the per-request routing, dependency and middleware machinery), and
+middleware that runs in front of both (the scheme peer gate). FastAPI still declares every
+route, so the OpenAPI document is unchanged, and serves everything else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
@@ -83,6 +90,71 @@ async def _http_error(request: Request, error: Exception) -> Response:
 async def _unexpected(request: Request, error: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, error_type=type(error).__name__)
     return problem_response(SemopsError(E.INTERNAL), request.url.path)
+
+
+class ServerErrors:
+    """What Starlette's ServerErrorMiddleware does with `_unexpected` as its handler, for
+    what runs outside FastAPI's stack: an exception before the answer started becomes a bare
+    500 `internal` (logged, no security headers: that middleware is outside them too), and
+    is raised on for the server to log. Inside, FastAPI's own has answered already."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            if started or scope["type"] != "http":
+                raise
+            response = await _unexpected(Request(scope), error)
+            await response(scope, receive, send)
+            raise
+
+
+class ServiceApp(FastAPI):
+    """FastAPI with lean routes in front of its stack and middleware in front of both.
+
+    `lean_routes` maps (method, exact path) to an ASGI app that answers that route itself
+    (service/lean.py registers them, and declares each in FastAPI too); every other request,
+    and every request under a root path, goes through FastAPI as before."""
+
+    def __init__(self, *, body_max_bytes: int = MESSAGE_MAX_BYTES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.body_max_bytes = body_max_bytes
+        self.lean_routes: dict[tuple[str, str], ASGIApp] = {}
+        self._front: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = []
+        self._entry: ASGIApp | None = None
+
+    def add_front_middleware(self, factory: Callable[..., ASGIApp], **options: Any) -> None:
+        """Middleware around the lean routes and FastAPI's stack alike (the last added runs
+        first); unexpected errors in it answer 500 `internal` as inside FastAPI's stack."""
+        if self._entry is not None:
+            raise RuntimeError("middleware cannot be added once the app has served")
+        self._front.append((factory, options))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._entry is None:
+            entry: ASGIApp = self._dispatch
+            for factory, options in self._front:
+                entry = factory(entry, **options)
+            self._entry = ServerErrors(entry)
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.root_path and not scope.get("root_path"):
+            lean = self.lean_routes.get((scope["method"], scope["path"]))
+            if lean is not None:
+                await lean(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class BodyLimit:
@@ -177,6 +249,14 @@ SECURITY_HEADERS: Final = (
 )
 
 
+def with_security_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """`headers` and each of SECURITY_HEADERS that `headers` does not carry already."""
+    merged = list(headers)
+    present = {name.lower() for name, _ in merged}
+    merged += [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+    return merged
+
+
 class SecurityHeaders:
     """Add each of SECURITY_HEADERS to an answer that does not carry that header already."""
 
@@ -190,10 +270,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in SECURITY_HEADERS if n not in present]
-                message = {**message, "headers": headers}
+                message = {**message, "headers": with_security_headers(message.get("headers", ()))}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -215,8 +292,8 @@ async def _send_problem(send: Send, error: SemopsError) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def create_app(title: str, *, max_body_bytes: int = MESSAGE_MAX_BYTES, **kwargs: Any) -> FastAPI:
-    app = FastAPI(title=title, **kwargs)
+def create_app(title: str, *, max_body_bytes: int = MESSAGE_MAX_BYTES, **kwargs: Any) -> ServiceApp:
+    app = ServiceApp(title=title, body_max_bytes=max_body_bytes, **kwargs)
     app.add_exception_handler(SemopsError, _semops_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -230,7 +307,10 @@ def create_app(title: str, *, max_body_bytes: int = MESSAGE_MAX_BYTES, **kwargs:
 
 async def read_jose(request: Request) -> str:
     """The compact JWS/JWE a route takes as its body (`application/jose`, RFC 7515 §9.2)."""
-    body = await request.body()
+    return jose_text(await request.body())
+
+
+def jose_text(body: bytes) -> str:
     try:
         return body.decode("ascii").strip()
     except UnicodeDecodeError as error:

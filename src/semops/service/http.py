@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from functools import lru_cache
 from typing import Any, Final
 
 import aiohttp
@@ -21,6 +22,30 @@ from semops.core.limits import MESSAGE_MAX_BYTES
 # Connections kept per peer: enough for the concurrency a processor sends to the router.
 CONNECTIONS_PER_HOST_MAX: Final = 64
 CONNECTIONS_MAX: Final = 256
+# A bound on what an answer may bring into memory (a directory or a history is larger than a
+# message, so a multiple of it); what comes beyond it is cut off, not read.
+ANSWER_MAX_BYTES: Final = MESSAGE_MAX_BYTES * 64
+_JOSE_HEADERS: Final = {"Content-Type": "application/jose"}
+
+
+@lru_cache(maxsize=64)
+def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
+    """One (immutable) timeout object per value: call sites pass a handful of constants."""
+    return aiohttp.ClientTimeout(total=timeout_s)
+
+
+async def _read_answer(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, up to ANSWER_MAX_BYTES + 1 bytes. (`content.read(n)` returns what
+    is buffered so far, which is only the start of an answer that arrives in pieces.)"""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= ANSWER_MAX_BYTES:
+        chunk = await content.read(ANSWER_MAX_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Peer:
@@ -55,10 +80,10 @@ class Peer:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, str, bytes]:
         """(status, content type, body) of a call; transport problems raise SemopsError."""
-        all_headers = dict(headers or {})
+        all_headers = headers
         data: bytes | None = None
         if jose is not None:
-            all_headers["Content-Type"] = "application/jose"
+            all_headers = {**headers, **_JOSE_HEADERS} if headers else _JOSE_HEADERS
             data = jose.encode("ascii")
         try:
             async with self._client().request(
@@ -67,12 +92,12 @@ class Peer:
                 data=data,
                 json=json_body,
                 headers=all_headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                timeout=_timeout(timeout_s),
                 # A 3xx is an answer, never an instruction: a registered endpoint or webhook
                 # must not bounce a service's call to an address of its choosing.
                 allow_redirects=False,
             ) as response:
-                body = await response.content.read(MESSAGE_MAX_BYTES * 64 + 1)
+                body = await _read_answer(response.content)
                 return response.status, response.content_type, body
         except TimeoutError as error:
             raise SemopsError(E.TIMEOUT, f"{method} {url} timed out") from error
