@@ -34,3 +34,39 @@ def test_an_answer_arriving_in_pieces_is_read_whole() -> None:
             server.close()
 
     assert asyncio.run(go()) == TOKEN
+
+
+def test_a_peer_keeps_no_cookies_a_server_sets() -> None:
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            seen.append(head)
+            body = TOKEN.encode("ascii")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/jose\r\n"
+                b"Set-Cookie: session=planted; Path=/\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            await writer.drain()
+        writer.close()
+
+    async def go() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        peer = Peer()
+        try:
+            url = f"http://127.0.0.1:{port}/v1/x"
+            for _ in range(2):
+                await peer.call_jose("POST", url, jose="t", timeout_s=5)
+        finally:
+            await peer.close()
+            server.close()
+
+    asyncio.run(go())
+    assert len(seen) == 2
+    assert all(b"cookie:" not in head.lower() for head in seen)

@@ -62,7 +62,11 @@ class Peer:
                 limit_per_host=CONNECTIONS_PER_HOST_MAX,
                 ssl=self._ssl_context if self._ssl_context is not None else True,
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No cookie jar: a peer or a webhook receiver must not be able to set state
+            # that this process then sends back to it (or to anyone on the same host).
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def close(self) -> None:
