@@ -302,3 +302,42 @@ def test_any_sequence_of_operations_conserves_money(tmp_path: Path, plan: list[S
     root = tmp_path / secrets.token_hex(4)
     root.mkdir()
     asyncio.run(_run_steps(root, plan))
+
+
+@on_both
+async def test_a_refused_move_leaves_no_trace_even_when_its_transaction_commits(
+    network: Network,
+) -> None:
+    """The balances move before the plan decides (UPDATE ... RETURNING): a refusal must take
+    them back itself, since a caller may catch it and commit what else it wrote."""
+    node = await network.add("bank-a")
+    payer, _ = await open_two(node)
+    now = node.processor.context.clock.now()
+    async with node.processor.context.database.write() as connection:
+        await accounts.open_account(connection, "ac_dollar-0001", AccountKind.CUSTOMER, "USD", now)
+    before = sorted(
+        (row["account_id"], row["balance_minor"]) for row in await rows(node, "accounts")
+    )
+    transfer = ref()
+    refusals: list[str] = []
+
+    async def refused(connection: Any, now: int) -> None:
+        for operation in (
+            accounts.reserve(connection, payer, Money(1001, EUR), transfer, now),  # funds
+            accounts.reserve(connection, "ac_nobody-0001", Money(1, EUR), ref(), now),  # unknown
+            accounts.credit_inbound(connection, "ac_dollar-0001", Money(1, EUR), ref(), now),
+        ):
+            with pytest.raises(SemopsError) as error:
+                await operation
+            refusals.append(error.value.code)
+
+    await run(node, refused)
+    assert refusals == ["insufficient_funds", "account_unknown", "currency_mismatch"]
+    after = sorted(
+        (row["account_id"], row["balance_minor"]) for row in await rows(node, "accounts")
+    )
+    assert after == before
+    assert [entry["kind"] for entry in await rows(node, "entries")] == ["deposit"]
+    await run(node, lambda c, now: accounts.reserve(c, payer, Money(1000, EUR), transfer, now))
+    assert await balance(node, payer) == 0
+    await check_ledger(node)

@@ -118,15 +118,11 @@ async def test_a_refund_needs_the_money_on_the_merchant_account(network: Network
     # The merchant's money left through another refund path (here: withdrawn by hand).
     async with bank.processor.context.database.write() as connection:
         from semops.core.money import Money
-        from semops.ledger import AccountKind
         from semops.processor import accounts
 
-        funding = await accounts.system_snapshot(connection, AccountKind.FUNDING, "EUR")
-        merchant_account = await accounts.snapshot(connection, shop.account_id)
-        from semops.ledger import plan_withdraw
-
-        entry = plan_withdraw(merchant_account, funding, Money(900, "EUR"), "wd_payout-0001")
-        await accounts._write(connection, entry, [merchant_account, funding], network.clock.now())
+        await accounts.withdraw(
+            connection, shop.account_id, Money(900, "EUR"), "wd_payout-0001", network.clock.now()
+        )
     response = await shop.refund(request_id, 500)
     assert response.status_code == 402
     assert response.json()["code"] == "insufficient_funds"

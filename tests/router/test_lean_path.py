@@ -109,3 +109,23 @@ async def test_a_decision_wakes_the_outbox_at_once(
     finally:
         stop.set()
         await asyncio.wait_for(background, 10)
+
+
+# One routed payment at the router: a write recording the prepare RESERVED (the insert,
+# the cap's participant read), a write deciding it (the transfer, its window, both
+# positions in one upsert per table, the outbox message, the audit entry; on PostgreSQL
+# the audit append's advisory lock). Lower these when a change takes fewer.
+ROUTER_STATEMENTS_MAX = {"sqlite": 10, "postgresql": 11}
+ROUTER_WRITES_MAX = 2
+
+
+async def test_a_routed_payment_stays_within_its_statement_budget(scheme: Scheme) -> None:
+    await scheme.pay(100)  # the first one opens the position rows
+    stats = scheme.database.stats
+    statements, writes = stats.statements, stats.writes
+    _, state = await scheme.pay(100)
+    assert state == "committed"
+    taken = (stats.statements - statements, stats.writes - writes)
+    backend = "sqlite" if scheme.database.sqlite else "postgresql"
+    assert taken[0] <= ROUTER_STATEMENTS_MAX[backend], taken
+    assert taken[1] <= ROUTER_WRITES_MAX, taken

@@ -18,9 +18,12 @@ second time the same way is a no-op, the other way `transfer_state_conflict`.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Final, NoReturn
 
 from semops.core.errors import E, SemopsError
+from semops.core.limits import BALANCE_ABS_MAX_MINOR
 from semops.core.money import Money
 from semops.ledger import (
     SYSTEM_KINDS,
@@ -36,6 +39,7 @@ from semops.ledger import (
     check_closing,
     check_limits,
     check_repeat,
+    check_request,
     entry_id_for,
     move_entry,
     plan_credit_inbound,
@@ -43,6 +47,7 @@ from semops.ledger import (
     plan_post,
     plan_reserve,
     plan_void,
+    plan_withdraw,
 )
 from semops.store import processor as store
 from semops.store.db import Connection
@@ -147,42 +152,116 @@ def _lock_order(posting: Posting) -> tuple[bool, str]:
     return ":" in posting.account_id, posting.account_id
 
 
-async def _write(
-    connection: Connection, entry: Entry, touched: list[AccountSnapshot], now: int
-) -> None:
-    await store.write_entry(
+# The `plan_*` decision of one operation, over the snapshots of the accounts it touches as
+# they were before it (keyed by account id).
+Plan = Callable[[Mapping[str, AccountSnapshot]], Entry]
+
+
+async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) -> bool:
+    """Write `intended` if its entry is new; False if its unique key is taken (the caller
+    tells a retry from a conflict). Four statements on the way through.
+
+    The entry row is inserted first (its unique keys decide "new"), then each balance is
+    moved by one UPDATE ... RETURNING, in lock order, which hands back the row as it is
+    after. The balances before follow from those, and the same `plan_*` function decides on
+    them as on a prefetched snapshot; `check_limits` runs on the balances after, read in the
+    very statement that wrote them. A refusal undoes what this call changed (the balances
+    moved back, the entry row deleted) before it is raised, so it changes nothing, as
+    before; the postings are written only once the entry is decided.
+    """
+    if not await store.insert_entry_if_new(
         connection,
-        entry.entry_id,
-        entry.kind.value,
-        entry.transfer_ref,
-        entry.currency,
-        [(p.account_id, p.amount_minor) for p in sorted(entry.postings, key=_lock_order)],
+        intended.entry_id,
+        intended.kind.value,
+        intended.transfer_ref,
+        intended.currency,
         now,
-    )
-    after = {
-        account.account_id: await snapshot(connection, account.account_id) for account in touched
-    }
-    check_limits(entry, after)  # again after the write, before the caller commits
-
-
-async def _repeat(connection: Connection, intended: Entry) -> bool:
-    """True if this very entry is already written; conflict if another one is."""
-    stored = await stored_entry(connection, intended.entry_id)
-    if stored is None:
+    ):
         return False
-    check_repeat(stored, intended)
+    ordered = sorted(intended.postings, key=_lock_order)
+    after: dict[str, AccountSnapshot] = {}
+    for posting in ordered:
+        row = await store.move_balance(
+            connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
+        )
+        if row is None:  # no such account, or the balance would leave its range
+            await _undo(connection, intended, after)
+            await _refuse(connection, intended, plan)
+        else:
+            after[posting.account_id] = _snapshot(row)
+    before = {
+        posting.account_id: replace(
+            after[posting.account_id],
+            balance_minor=after[posting.account_id].balance_minor - posting.amount_minor,
+        )
+        for posting in ordered
+    }
+    try:
+        entry = plan(before)
+        assert entry == intended, f"{intended.entry_id}: planned another entry"
+        check_limits(entry, after)  # on the balances as written, before the caller commits
+    except SemopsError:
+        await _undo(connection, intended, after)
+        raise
+    await store.insert_postings(
+        connection, entry.entry_id, [(p.account_id, p.amount_minor) for p in ordered], now
+    )
     return True
+
+
+async def _undo(
+    connection: Connection, intended: Entry, moved: Mapping[str, AccountSnapshot]
+) -> None:
+    """Take back the balance moves and the entry row `_apply` wrote for a refused entry."""
+    for posting in reversed(intended.postings):
+        if posting.account_id in moved:
+            row = await store.move_balance(
+                connection, posting.account_id, -posting.amount_minor, BALANCE_ABS_MAX_MINOR
+            )
+            assert row is not None, f"{intended.entry_id}: could not undo a balance move"
+    await store.delete_entry(connection, intended.entry_id)
+
+
+async def _refuse(connection: Connection, intended: Entry, plan: Plan) -> NoReturn:
+    """The operating error for an entry whose balances could not be moved, decided by its
+    `plan_*` function on snapshots read now (an unknown account raises on the read)."""
+    accounts_before: dict[str, AccountSnapshot] = {}
+    for posting in sorted(intended.postings, key=_lock_order):
+        row = await store.get_row(connection, store.accounts, posting.account_id)
+        if row is None:
+            assert ":" not in posting.account_id, f"no {posting.account_id} account"
+            raise SemopsError(E.ACCOUNT_UNKNOWN)
+        accounts_before[posting.account_id] = _snapshot(row)
+    plan(accounts_before)
+    raise AssertionError(f"{intended.entry_id}: refused by the database, not by its plan")
+
+
+async def _repeat(connection: Connection, intended: Entry) -> None:
+    """The entry's id is taken: a no-op if by this very entry, a conflict otherwise."""
+    stored = await stored_entry(connection, intended.entry_id)
+    assert stored is not None, f"{intended.entry_id}: taken, yet not stored"
+    check_repeat(stored, intended)
+
+
+async def _closed(connection: Connection, ref: str, requested: Closure) -> bool:
+    """The reservation's closing key is taken: False if by the same closure (a retry),
+    `transfer_state_conflict` if by the other one."""
+    assert not check_closing(await closure_of(connection, ref), requested), ref
+    return False
 
 
 async def reserve(connection: Connection, payer_id: str, amount: Money, ref: str, now: int) -> None:
     """Hold `amount` of the payer's money in suspense for transfer or refund `ref`."""
-    suspense = await system_snapshot(connection, AccountKind.SUSPENSE, amount.currency)
-    intended = move_entry(EntryKind.RESERVE, ref, amount, payer_id, suspense.account_id)
-    if await _repeat(connection, intended):
-        return
-    payer = await snapshot(connection, payer_id, for_update=True)
-    entry = plan_reserve(payer, suspense, amount, ref)
-    await _write(connection, entry, [payer, suspense], now)
+    check_request(ref, amount)
+    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
+    intended = move_entry(EntryKind.RESERVE, ref, amount, payer_id, suspense_id)
+    if not await _apply(
+        connection,
+        intended,
+        lambda before: plan_reserve(before[payer_id], before[suspense_id], amount, ref),
+        now,
+    ):
+        await _repeat(connection, intended)
 
 
 async def closure_of(connection: Connection, ref: str) -> Closure | None:
@@ -198,15 +277,17 @@ async def post(
     connection: Connection, reservation: Reservation, to_account_id: str, now: int
 ) -> bool:
     """Complete a reservation to `to_account_id`; False if it already was (a retry)."""
-    requested = Closure(ClosureKind.POSTED, to_account_id)
-    if not check_closing(await closure_of(connection, reservation.ref), requested):
-        return False
-    currency = reservation.amount.currency
-    suspense = await system_snapshot(connection, AccountKind.SUSPENSE, currency)
-    to_account = await snapshot(connection, to_account_id)
-    entry = plan_post(reservation, suspense, to_account)
-    await _write(connection, entry, [suspense, to_account], now)
-    return True
+    amount = reservation.amount
+    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
+    intended = move_entry(EntryKind.POST, reservation.ref, amount, suspense_id, to_account_id)
+    if await _apply(
+        connection,
+        intended,
+        lambda before: plan_post(reservation, before[suspense_id], before[to_account_id]),
+        now,
+    ):
+        return True
+    return await _closed(connection, reservation.ref, Closure(ClosureKind.POSTED, to_account_id))
 
 
 async def post_to_settlement(connection: Connection, reservation: Reservation, now: int) -> bool:
@@ -216,43 +297,68 @@ async def post_to_settlement(connection: Connection, reservation: Reservation, n
 
 async def void(connection: Connection, reservation: Reservation, now: int) -> bool:
     """Release a reservation back to its payer; False if it already was (a retry)."""
-    requested = Closure(ClosureKind.VOIDED, reservation.payer_account_id)
-    if not check_closing(await closure_of(connection, reservation.ref), requested):
-        return False
-    currency = reservation.amount.currency
-    suspense = await system_snapshot(connection, AccountKind.SUSPENSE, currency)
-    payer = await snapshot(connection, reservation.payer_account_id)
-    entry = plan_void(reservation, suspense, payer)
-    await _write(connection, entry, [suspense, payer], now)
-    return True
+    amount = reservation.amount
+    payer_id = reservation.payer_account_id
+    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
+    intended = move_entry(EntryKind.VOID, reservation.ref, amount, suspense_id, payer_id)
+    if await _apply(
+        connection,
+        intended,
+        lambda before: plan_void(reservation, before[suspense_id], before[payer_id]),
+        now,
+    ):
+        return True
+    return await _closed(connection, reservation.ref, Closure(ClosureKind.VOIDED, payer_id))
 
 
 async def credit_inbound(
     connection: Connection, to_account_id: str, amount: Money, ref: str, now: int
 ) -> None:
     """Money that arrived through the router: settlement -> a merchant or customer."""
-    settlement = await system_snapshot(connection, AccountKind.SETTLEMENT, amount.currency)
-    intended = move_entry(
-        EntryKind.CREDIT_INBOUND, ref, amount, settlement.account_id, to_account_id
-    )
-    if await _repeat(connection, intended):
-        return
-    to_account = await snapshot(connection, to_account_id)
-    entry = plan_credit_inbound(settlement, to_account, amount, ref)
-    await _write(connection, entry, [settlement, to_account], now)
+    check_request(ref, amount)
+    settlement_id = system_account_name(AccountKind.SETTLEMENT, amount.currency)
+    intended = move_entry(EntryKind.CREDIT_INBOUND, ref, amount, settlement_id, to_account_id)
+    if not await _apply(
+        connection,
+        intended,
+        lambda before: plan_credit_inbound(
+            before[settlement_id], before[to_account_id], amount, ref
+        ),
+        now,
+    ):
+        await _repeat(connection, intended)
 
 
 async def deposit(
     connection: Connection, account_id: str, amount: Money, ref: str, now: int
 ) -> None:
     """Money entering from outside (cash in, a bank transfer): funding -> the account."""
-    funding = await system_snapshot(connection, AccountKind.FUNDING, amount.currency)
-    intended = move_entry(EntryKind.DEPOSIT, ref, amount, funding.account_id, account_id)
-    if await _repeat(connection, intended):
-        return
-    account = await snapshot(connection, account_id)
-    entry = plan_deposit(account, funding, amount, ref)
-    await _write(connection, entry, [funding, account], now)
+    check_request(ref, amount)
+    funding_id = system_account_name(AccountKind.FUNDING, amount.currency)
+    intended = move_entry(EntryKind.DEPOSIT, ref, amount, funding_id, account_id)
+    if not await _apply(
+        connection,
+        intended,
+        lambda before: plan_deposit(before[account_id], before[funding_id], amount, ref),
+        now,
+    ):
+        await _repeat(connection, intended)
+
+
+async def withdraw(
+    connection: Connection, account_id: str, amount: Money, ref: str, now: int
+) -> None:
+    """Money leaving to the outside (cash out, a payout): the account -> funding."""
+    check_request(ref, amount)
+    funding_id = system_account_name(AccountKind.FUNDING, amount.currency)
+    intended = move_entry(EntryKind.WITHDRAW, ref, amount, account_id, funding_id)
+    if not await _apply(
+        connection,
+        intended,
+        lambda before: plan_withdraw(before[account_id], before[funding_id], amount, ref),
+        now,
+    ):
+        await _repeat(connection, intended)
 
 
 async def balance_view(connection: Connection, account_id: str) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from semops.processor.context import Context, new_id
 from semops.processor.notices import CUSTOMER, OPERATOR, NoticeKind, account_notices, announce
 from semops.protocol import DeviceAuth, Enrolment, open_signed, parse_claims
 from semops.store import processor as store
+from semops.store.db import Connection
 
 log = structlog.get_logger("semops.processor")
 
@@ -327,7 +328,7 @@ class Customers:
             account_id = code["account_id"]
             customer = await store.get_row(connection, store.customers, code["customer_id"])
         if refusal is not None:  # raised after the commit: the attempt counts
-            self._count_refusal(refusal)
+            self.count_refusal(refusal)
             raise refusal
         assert customer is not None
         return {
@@ -543,7 +544,7 @@ class Customers:
                     connection, account_id, NoticeKind.ACTIVATION_CODE_ISSUED, CUSTOMER, now
                 )
         if refusal is not None:  # raised after the commit: the attempt counts
-            self._count_refusal(refusal)
+            self.count_refusal(refusal)
             raise refusal
         log.info("activation_code_issued", kind="audit")
         return {"activation_code": code, "expires_at": now + ACTIVATION_CODE_TTL_S}
@@ -557,21 +558,30 @@ class Customers:
         transaction when the PIN is refused, so that one order can count as one attempt
         only: a copy of it arriving at the same moment fails on the order id and rolls its
         count back (IntegrityError for the caller)."""
-        context = self.context
-        async with context.database.write() as connection:
-            credential = await store.get_row(
-                connection, store.credentials, account_id, for_update=True
-            )
-            if credential is None:
-                raise SemopsError(E.FORBIDDEN, "no PIN is set for this account")
-            error = await self._attempt_pin(connection, credential, pin, context.clock.now())
-            if error is not None and refusal is not None:
-                await store.insert_row(
-                    connection, store.order_refusals, refusal | {"code": error.code}
-                )
+        async with self.context.database.write() as connection:
+            error = await self.attempt_pin(connection, account_id, pin, refusal)
         if error is not None:
-            self._count_refusal(error)
+            self.count_refusal(error)
             raise error
+
+    async def attempt_pin(
+        self,
+        connection: Connection,
+        account_id: str,
+        pin: str,
+        refusal: dict[str, Any] | None = None,
+    ) -> SemopsError | None:
+        """`verify_pin` inside the caller's write transaction (a payment's reservation
+        takes its PIN attempt in the same one): the refusal is returned, stored, for the
+        caller to count and raise after the commit, so that the attempt counts even though
+        the payment does not happen."""
+        credential = await store.get_row(connection, store.credentials, account_id, for_update=True)
+        if credential is None:
+            raise SemopsError(E.FORBIDDEN, "no PIN is set for this account")
+        error = await self._attempt_pin(connection, credential, pin, self.context.clock.now())
+        if error is not None and refusal is not None:
+            await store.insert_row(connection, store.order_refusals, refusal | {"code": error.code})
+        return error
 
     async def _attempt_pin(
         self, connection: Any, credential: dict[str, Any], pin: str, now: int
@@ -596,7 +606,7 @@ class Customers:
             )
         return result.error
 
-    def _count_refusal(self, error: SemopsError) -> None:
+    def count_refusal(self, error: SemopsError) -> None:
         kind = "locked" if error.spec is E.PIN_LOCKED else "wrong"
         self.context.metrics.pin_failures.labels(kind).inc()
         log.info("pin_refused", code=error.code)

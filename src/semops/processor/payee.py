@@ -341,9 +341,8 @@ class Payee:
                 request = await store.get_row(
                     connection, store.requests, details.request_id, for_update=True
                 )
-            stored = await store.get_row(connection, store.inbound_transfers, routed.transfer_id)
-            if stored is not None:
-                return self._stored_answer(stored, digest)
+            # A copy decided meanwhile is found by the transfer id's key when this answer is
+            # stored (IntegrityError: the caller answers from the stored one), not by a read.
             if details is not None and refusal is None:
                 try:
                     check_payable(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -126,6 +127,23 @@ class _Raced(Exception):
     """The order id was stored by a concurrent attempt while this one was being checked."""
 
 
+@dataclass(slots=True)
+class _PinAttempt:
+    """An order's PIN, opened from its PIN block, until its attempt in the reservation's
+    write transaction (then cleared); `refusal` is the order_refusals row to store if the
+    PIN is refused."""
+
+    account_id: str
+    pin: str
+    refusal: dict[str, Any]
+
+
+class _PinRefused(Exception):
+    def __init__(self, error: SemopsError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
 class Payer:
     def __init__(self, context: Context, customers: Customers, payee: Payee) -> None:
         self.context = context
@@ -179,22 +197,25 @@ class Payer:
         }
         try:
             request = await self._verified_request(order, now)
-            pin = open_pin_block(order.pin_block, context.keys.enc_key, order.order_digest())
-            await self.customers.verify_pin(order.payer_account, pin, refusal)
-            del pin  # verified in memory and dropped (DESIGN.md §6)
-        except IntegrityError:  # a copy of this order was refused at this very moment
-            await self._raise_if_refused(order)
-            raise
+            # Verified in memory inside the reservation's write and dropped (DESIGN.md §6).
+            attempt = _PinAttempt(
+                order.payer_account,
+                open_pin_block(order.pin_block, context.keys.enc_key, order.order_digest()),
+                refusal,
+            )
         except SemopsError as error:
             await self._remember_refusal(refusal, error)
             raise
         try:
             if request.payee_processor == context.processor_id:
-                return await self._pay_on_us(order, request, device["kid"])
-            return await self._pay_routed(order, request, device["kid"])
+                return await self._pay_on_us(order, request, device["kid"], attempt)
+            return await self._pay_routed(order, request, device["kid"], attempt)
         except (_Raced, IntegrityError):
             stored = await self._stored(order.order_id)
             if stored is None:
+                # A copy of this order was refused at this very moment (its PIN attempt
+                # stored the same refusal row): the same refusal, counted once.
+                await self._raise_if_refused(order)
                 raise
             return self._retry(stored, order)
         except SemopsError as error:
@@ -291,24 +312,34 @@ class Payer:
             "prepare": None,
         }
 
+    async def _attempt_pin(self, connection: Connection, attempt: _PinAttempt) -> None:
+        """The order's PIN attempt, first in its writing transaction; a refusal leaves the
+        transaction to commit the attempt alone (`_PinRefused`)."""
+        error = await self.customers.attempt_pin(
+            connection, attempt.account_id, attempt.pin, attempt.refusal
+        )
+        attempt.pin = ""
+        if error is not None:
+            raise _PinRefused(error)
+
     async def _reserve(self, connection: Connection, row: dict[str, Any], now: int) -> None:
-        # First in the writing transaction: a concurrent retry of this order may have won.
-        if await store.get_row(connection, store.orders, row["order_id"]) is not None:
-            raise _Raced
+        # The order row first: its key is the check that a concurrent retry of this order
+        # has not won (IntegrityError), before any money moves for this copy.
+        await store.insert_row(connection, store.orders, row)
         amount = Money(row["amount_minor"], row["currency"])
         await accounts.reserve(connection, row["account_id"], amount, row["transfer_id"], now)
-        await store.insert_row(connection, store.orders, row)
 
     # --- on-us --------------------------------------------------------------------------
 
     async def _pay_on_us(
-        self, order: PaymentOrder, request: PaymentRequest, kid: str
+        self, order: PaymentOrder, request: PaymentRequest, kid: str, attempt: _PinAttempt
     ) -> OrderAnswer:
         now = self.context.clock.now()
         row = self._order_row(order, request, kid, new_network_id(IdKind.TRANSFER), now)
-        async with self.context.database.write() as connection:
-            # Lock order: the request row, then the two accounts (in id order), then the
-            # system accounts; every writer takes them in this order (see accounts.py).
+        async with self._writing_after_pin(attempt) as connection:
+            # Lock order: the payer's credential, the request row, then the two accounts
+            # (in id order), then the system accounts; every writer takes them in this
+            # order (see accounts.py).
             stored_request = await store.get_row(
                 connection, store.requests, request.request_id, for_update=True
             )
@@ -346,7 +377,7 @@ class Payer:
     # --- routed -------------------------------------------------------------------------
 
     async def _pay_routed(
-        self, order: PaymentOrder, request: PaymentRequest, kid: str
+        self, order: PaymentOrder, request: PaymentRequest, kid: str, attempt: _PinAttempt
     ) -> OrderAnswer:
         context = self.context
         now = context.clock.now()
@@ -359,13 +390,32 @@ class Payer:
         # ask the router, find nothing yet and send a copy that may overtake this one.
         self._in_flight.add(transfer_id)
         try:
-            async with context.database.write() as connection:
+            async with self._writing_after_pin(attempt) as connection:
                 await self._reserve(connection, row, now)
             log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
             verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
             return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
         finally:
             self._in_flight.discard(transfer_id)
+
+    @contextlib.asynccontextmanager
+    async def _writing_after_pin(self, attempt: _PinAttempt) -> AsyncIterator[Connection]:
+        """A write transaction that begins with the order's PIN attempt: one transaction for
+        the attempt and the reservation. A refused attempt commits alone (the count and the
+        order's refusal) and its error is raised after the commit."""
+        try:
+            async with self.context.database.write() as connection:
+                try:
+                    await self._attempt_pin(connection, attempt)
+                except _PinRefused as refused:
+                    error = refused.error
+                else:
+                    yield connection
+                    return
+        finally:
+            attempt.pin = ""
+        self.customers.count_refusal(error)
+        raise error
 
     async def _prepare(self, row: dict[str, Any], now: int) -> str:
         context = self.context

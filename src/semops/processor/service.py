@@ -105,17 +105,24 @@ class Processor:
         status = await self.directory.open_from_router(token, TransferStatus)
         if status.kind == "refund":
             known = await self.refunds.apply_status(status)
-        elif await self.payer.knows(status.transfer_id):
-            await self.payer.apply_status(status)
-            known = True
+        elif status.state == "committed":
+            # The router sends a commit to the payee side only (the payer hears it in its
+            # reply), so the payee side is asked first.
+            known = await self.payee.apply_status(status) or await self._payer_status(status)
         else:
-            known = await self.payee.apply_status(status)
+            known = await self._payer_status(status) or await self.payee.apply_status(status)
         if not known:
             # Acknowledged anyway: a status for a transfer we never answered (we were down
             # and the router expired it) has nothing to finish here.
             log.warning(
                 "status_for_unknown_transfer", transfer_id=status.transfer_id, state=status.state
             )
+
+    async def _payer_status(self, status: TransferStatus) -> bool:
+        if not await self.payer.knows(status.transfer_id):
+            return False
+        await self.payer.apply_status(status)
+        return True
 
     # --- wallet ---------------------------------------------------------------------------
 

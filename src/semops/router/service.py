@@ -449,12 +449,21 @@ class Router:
         """The cap limits what a processor may owe within the open settlement window: its
         position there (committed) less everything it has in flight, whichever window that
         will commit in, so a transfer that commits after a close is still counted once.
+        Called after the new transfer is recorded RESERVED in this transaction, so its own
+        amount is in flight already and is taken out once.
 
-        The participant's row is locked first (PostgreSQL; SQLite serialises writers), so
-        two prepares from one processor decide one after the other: under READ COMMITTED
-        each later statement here sees what the previous holder committed."""
-        participant = await store.get_participant_for_update(connection, participant_id)
-        cap = participant["net_debit_cap_minor"] if participant else None
+        A capped participant's row is locked first (PostgreSQL; SQLite serialises writers),
+        so two prepares from one processor decide one after the other: under READ COMMITTED
+        each later statement here sees what the previous holder committed. A participant
+        without a cap is not locked: its prepares need not wait on each other (a cap set
+        while one is on its way applies from the next one)."""
+        participant = await store.get_participant(connection, participant_id)
+        if participant is None or participant["net_debit_cap_minor"] is None:
+            return
+        if connection.dialect.name == "postgresql":
+            participant = await store.get_participant_for_update(connection, participant_id)
+            assert participant is not None, "participants are never deleted"
+        cap = participant["net_debit_cap_minor"]
         if cap is None:
             return
         window = await store.open_window(connection)
@@ -462,7 +471,7 @@ class Router:
         position, in_flight = await store.cap_exposure(
             connection, window_id, participant_id, currency
         )
-        if not cap_allows(position, in_flight, amount_minor, cap):
+        if not cap_allows(position, in_flight - amount_minor, amount_minor, cap):
             raise SemopsError(E.NET_DEBIT_CAP_EXCEEDED)
 
     async def _existing(
@@ -492,12 +501,12 @@ class Router:
         routed_token = sign(routed, self.identity.sign_key)
         self._redriven[prepare.transfer_id] = now  # this request forwards it: redrive waits
         try:
-            existing = await self._record_prepare(prepare, digest, routed_token, now)
-        except IntegrityError:  # an identical copy was recorded at this very moment
+            await self._record_prepare(prepare, digest, routed_token, now)
+        except IntegrityError:  # recorded before, or by a copy at this very moment
             async with self.database.write() as connection:
                 existing = await self._existing(connection, prepare.transfer_id, digest)
             assert existing is not None
-        if existing is not None:  # a retry: answer what we know, act no further
+            # A retry: answer what we know, act no further.
             return Outcome(self._status_token(existing), existing["state"] != "reserved")
         answer = await self._forward(payee, routed_token, routed)
         return await self._settle_payment(
@@ -506,36 +515,35 @@ class Router:
 
     async def _record_prepare(
         self, prepare: TransferPrepare, digest: str, routed_token: str, now: int
-    ) -> dict[str, Any] | None:
-        """Record a new transfer RESERVED (None), or return the one already recorded."""
+    ) -> None:
+        """Record a new transfer RESERVED. The transfer id's key is the check for a copy
+        recorded before (IntegrityError, and nothing written); the cap is checked after
+        the insert, in the same transaction, so a refusal leaves no transfer behind."""
         async with self.database.write() as connection:
-            existing = await self._existing(connection, prepare.transfer_id, digest)
-            if existing is None:
-                await self._check_cap(
-                    connection, prepare.payer_processor, prepare.currency, prepare.amount_minor
-                )
-                await store.insert_transfer(
-                    connection,
-                    {
-                        "transfer_id": prepare.transfer_id,
-                        "kind": "payment",
-                        "payer_processor": prepare.payer_processor,
-                        "payee_processor": prepare.payee_processor,
-                        "amount_minor": prepare.amount_minor,
-                        "currency": prepare.currency,
-                        "condition": prepare.condition,
-                        "expires_at": prepare.expires_at,
-                        "state": RouterTransferState.RESERVED.value,
-                        "fulfilment": None,
-                        "reason_code": None,
-                        "original_transfer_id": None,
-                        "content_digest": digest,
-                        "created_at": now,
-                        "decided_at": None,
-                        "routed": routed_token,
-                    },
-                )
-        return existing
+            await store.insert_transfer(
+                connection,
+                {
+                    "transfer_id": prepare.transfer_id,
+                    "kind": "payment",
+                    "payer_processor": prepare.payer_processor,
+                    "payee_processor": prepare.payee_processor,
+                    "amount_minor": prepare.amount_minor,
+                    "currency": prepare.currency,
+                    "condition": prepare.condition,
+                    "expires_at": prepare.expires_at,
+                    "state": RouterTransferState.RESERVED.value,
+                    "fulfilment": None,
+                    "reason_code": None,
+                    "original_transfer_id": None,
+                    "content_digest": digest,
+                    "created_at": now,
+                    "decided_at": None,
+                    "routed": routed_token,
+                },
+            )
+            await self._check_cap(
+                connection, prepare.payer_processor, prepare.currency, prepare.amount_minor
+            )
 
     async def _forward(
         self, payee: DirectoryEntry, routed_token: str, routed: RoutedPrepare
@@ -734,13 +742,29 @@ class Router:
         or PostgreSQL finds a deadlock and one commit fails."""
         sender, receiver = row["payer_processor"], row["payee_processor"]
         currency, amount = row["currency"], row["amount_minor"]
-        sides = sorted([(sender, -amount, "sent_minor"), (receiver, amount, "received_minor")])
-        for participant, delta, _ in sides:
-            await store.adjust_position(connection, participant, currency, delta)
-        for participant, _, field_name in sides:
-            await store.adjust_window_position(
-                connection, window_id, participant, currency, **{field_name: amount}
-            )
+        sides = sorted([(sender, -amount, amount, 0), (receiver, amount, 0, amount)])
+        if sender == receiver:  # one row, both ways (one upsert must not touch it twice)
+            for participant, delta, sent, received in sides:
+                await store.adjust_position(connection, participant, currency, delta)
+                await store.adjust_window_position(
+                    connection,
+                    window_id,
+                    participant,
+                    currency,
+                    sent_minor=sent,
+                    received_minor=received,
+                )
+            return
+        # One statement per table for both sides; the rows are locked in the order given.
+        await store.adjust_positions(
+            connection, currency, [(participant, delta) for participant, delta, _, _ in sides]
+        )
+        await store.adjust_window_positions(
+            connection,
+            window_id,
+            currency,
+            [(participant, sent, received) for participant, _, sent, received in sides],
+        )
 
     async def sweep_expired(self) -> int:
         """Abort every transfer still RESERVED after its expiry; returns how many."""

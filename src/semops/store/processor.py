@@ -21,6 +21,7 @@ serialised by `Database.write()`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -36,6 +37,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -46,6 +48,8 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from semops.store import outbox as outbox_queries
 from semops.store import prepared
@@ -81,6 +85,16 @@ entries = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("entry_id", name="uq_entries_entry_id"),
     Index("ix_entries_ref", "transfer_ref"),
+    # A reservation is closed once: its post and its void share this key, so the closing
+    # entry's INSERT itself finds an earlier closure (`check_closing` then tells a retry
+    # from a conflict) instead of two lookups before every post.
+    Index(
+        "uq_entries_closure",
+        "transfer_ref",
+        unique=True,
+        sqlite_where=text("kind IN ('post', 'void')"),
+        postgresql_where=text("kind IN ('post', 'void')"),
+    ),
 )
 
 postings = Table(
@@ -501,6 +515,121 @@ async def write_entry(
         await connection.execute(
             _move_balance, {"b_account_id": account_id, "b_balance_minor": amount_minor}
         )
+
+
+def _insert_entry_if_new(dialect: str) -> Any:
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert_for(entries)
+        .values(
+            entry_id=prepared.param(entries.c.entry_id),
+            kind=prepared.param(entries.c.kind),
+            transfer_ref=prepared.param(entries.c.transfer_ref),
+            currency=prepared.param(entries.c.currency),
+            created_at=prepared.param(entries.c.created_at),
+        )
+        .on_conflict_do_nothing()
+        .returning(entries.c.seq)
+    )
+
+
+_INSERT_ENTRY_IF_NEW: Final = {
+    name: _insert_entry_if_new(name) for name in ("postgresql", "sqlite")
+}
+_move_balance_within: Final = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == prepared.param(accounts.c.account_id),
+        accounts.c.balance_minor.between(
+            prepared.param(accounts.c.balance_minor, "low"),
+            prepared.param(accounts.c.balance_minor, "high"),
+        ),
+    )
+    .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
+    .returning(*accounts.c)
+)
+_delete_entry: Final = delete(entries).where(
+    entries.c.entry_id == prepared.param(entries.c.entry_id)
+)
+# The bounds of a 64-bit column: a balance plus a posting is computed in SQL, and must not
+# overflow there (PostgreSQL raises, SQLite turns the sum into a float).
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+
+async def insert_entry_if_new(
+    connection: Connection, entry_id: str, kind: str, transfer_ref: str, currency: str, now: int
+) -> bool:
+    """INSERT the entry row unless one with its id (or, for a post or void, another closure
+    of its reservation) exists: True if inserted, in one statement either way."""
+    result = await connection.execute(
+        _INSERT_ENTRY_IF_NEW[connection.dialect.name],
+        {
+            "b_entry_id": entry_id,
+            "b_kind": kind,
+            "b_transfer_ref": transfer_ref,
+            "b_currency": currency,
+            "b_created_at": now,
+        },
+    )
+    return result.first() is not None
+
+
+async def delete_entry(connection: Connection, entry_id: str) -> None:
+    """Take back an entry row inserted earlier in this transaction (it had no postings yet:
+    its entry was refused)."""
+    await connection.execute(_delete_entry, {"b_entry_id": entry_id})
+
+
+async def move_balance(
+    connection: Connection, account_id: str, amount_minor: int, balance_abs_max_minor: int
+) -> dict[str, Any] | None:
+    """Add `amount_minor` to an account's balance and return the row as it is after, in one
+    statement; None (and nothing changed) if the account does not exist or the new balance
+    would leave +-`balance_abs_max_minor`. On PostgreSQL the UPDATE locks the row."""
+    low = max(_INT64_MIN, -balance_abs_max_minor - amount_minor)
+    high = min(_INT64_MAX, balance_abs_max_minor - amount_minor)
+    result = await connection.execute(
+        _move_balance_within,
+        {
+            "b_account_id": account_id,
+            "b_balance_minor": amount_minor,
+            "b_low": low,
+            "b_high": high,
+        },
+    )
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
+@functools.cache
+def _insert_postings(count: int) -> Any:
+    return insert(postings).values(
+        [
+            {
+                "entry_id": bindparam(f"b_entry_id_{index}", type_=postings.c.entry_id.type),
+                "account_id": bindparam(f"b_account_id_{index}", type_=postings.c.account_id.type),
+                "amount_minor": bindparam(
+                    f"b_amount_minor_{index}", type_=postings.c.amount_minor.type
+                ),
+                "created_at": bindparam(f"b_created_at_{index}", type_=postings.c.created_at.type),
+            }
+            for index in range(count)
+        ]
+    )
+
+
+async def insert_postings(
+    connection: Connection, entry_id: str, amounts: list[tuple[str, int]], now: int
+) -> None:
+    """An entry's postings, in one multi-row INSERT (balances are moved by `move_balance`)."""
+    parameters: dict[str, Any] = {}
+    for index, (account_id, amount_minor) in enumerate(amounts):
+        parameters[f"b_entry_id_{index}"] = entry_id
+        parameters[f"b_account_id_{index}"] = account_id
+        parameters[f"b_amount_minor_{index}"] = amount_minor
+        parameters[f"b_created_at_{index}"] = now
+    await connection.execute(_insert_postings(len(amounts)), parameters)
 
 
 async def entry_postings(connection: Connection, entry_id: str) -> list[tuple[str, int]]:

@@ -532,6 +532,40 @@ async def adjust_position(
     )
 
 
+@functools.cache
+def _adjust_positions(dialect: str, count: int) -> Any:
+    """`count` participants' positions in one upsert: each row's DO UPDATE adds its own
+    VALUES (`excluded`), so the rows may carry different deltas."""
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_for(positions).values(
+        [
+            {
+                column.key: bindparam(f"b_{column.key}_{index}", type_=column.type)
+                for column in positions.c
+            }
+            for index in range(count)
+        ]
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["participant_id", "currency"],
+        set_={"net_minor": positions.c.net_minor + statement.excluded.net_minor},
+    )
+
+
+async def adjust_positions(
+    connection: Connection, currency: str, deltas: list[tuple[str, int]]
+) -> None:
+    """Move several participants' positions (distinct ids, locked in the order given) in
+    one statement."""
+    assert len({participant for participant, _ in deltas}) == len(deltas), deltas
+    parameters: dict[str, Any] = {}
+    for index, (participant_id, delta_minor) in enumerate(deltas):
+        parameters[f"b_participant_id_{index}"] = participant_id
+        parameters[f"b_currency_{index}"] = currency
+        parameters[f"b_net_minor_{index}"] = delta_minor
+    await connection.execute(_adjust_positions(connection.dialect.name, len(deltas)), parameters)
+
+
 async def get_position(connection: Connection, participant_id: str, currency: str) -> int:
     result = await connection.execute(
         select(positions.c.net_minor).where(
@@ -706,6 +740,52 @@ async def adjust_window_position(
             "b_sent_count": sent_count,
             "b_received_count": received_count,
         },
+    )
+
+
+_WINDOW_SUMS: Final = ("net_minor", "sent_minor", "received_minor", "sent_count", "received_count")
+
+
+@functools.cache
+def _adjust_window_positions(dialect: str, count: int) -> Any:
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_for(window_positions).values(
+        [
+            {
+                column.key: bindparam(f"b_{column.key}_{index}", type_=column.type)
+                for column in window_positions.c
+            }
+            for index in range(count)
+        ]
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["window_id", "participant_id", "currency"],
+        set_={name: window_positions.c[name] + statement.excluded[name] for name in _WINDOW_SUMS},
+    )
+
+
+async def adjust_window_positions(
+    connection: Connection, window_id: int, currency: str, moves: list[tuple[str, int, int]]
+) -> None:
+    """`adjust_window_position` for several participants, (id, sent, received) each, in one
+    statement (distinct ids, locked in the order given)."""
+    assert len({participant for participant, _, _ in moves}) == len(moves), moves
+    parameters: dict[str, Any] = {}
+    for index, (participant_id, sent_minor, received_minor) in enumerate(moves):
+        parameters.update(
+            {
+                f"b_window_id_{index}": window_id,
+                f"b_participant_id_{index}": participant_id,
+                f"b_currency_{index}": currency,
+                f"b_net_minor_{index}": received_minor - sent_minor,
+                f"b_sent_minor_{index}": sent_minor,
+                f"b_received_minor_{index}": received_minor,
+                f"b_sent_count_{index}": int(sent_minor > 0),
+                f"b_received_count_{index}": int(received_minor > 0),
+            }
+        )
+    await connection.execute(
+        _adjust_window_positions(connection.dialect.name, len(moves)), parameters
     )
 
 

@@ -1,0 +1,54 @@
+"""What one routed payment asks of each processor's database: a bound per side, so that a
+statement or a write transaction added to the payment path shows here (issue: fewer SQL
+statements per payment; `semops bench` reports the same counters for the whole network).
+
+The counters are `Database.stats`: statements executed (BEGIN, SAVEPOINT and COMMIT not
+counted) and write transactions asked for. The bounds are what the path takes today; lower
+them when a change takes fewer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from semops.store.db import DatabaseStats
+from tests.processor.network import Network, Node, enrolled_wallet, merchant, on_both
+
+pytestmark = pytest.mark.anyio
+
+# bank-a (payer): order look-ups, then one write for the PIN attempt, the order and its
+# reservation, one for the commit (post, receipt, audit entry; on PostgreSQL the audit
+# append takes an advisory lock too).
+PAYER_STATEMENTS_MAX = {"sqlite": 17, "postgresql": 18}
+PAYER_WRITES_MAX = 2
+# mno-b (payee): one write to accept the routed prepare, one to credit on the commit.
+PAYEE_STATEMENTS_MAX = 14
+PAYEE_WRITES_MAX = 2
+
+
+def _taken(node: Node, before: DatabaseStats) -> tuple[int, int]:
+    stats = node.processor.context.database.stats
+    return stats.statements - before.statements, stats.writes - before.writes
+
+
+def _copy(node: Node) -> DatabaseStats:
+    stats = node.processor.context.database.stats
+    return DatabaseStats(stats.statements, stats.writes, stats.commits)
+
+
+@on_both
+async def test_a_routed_payment_stays_within_its_statement_budget(network: Network) -> None:
+    bank = await network.add("bank-a")
+    mno = await network.add("mno-b")
+    await network.refresh_all()
+    wallet = await enrolled_wallet(bank, deposit_minor=10_000, phone="+447700900999")
+    shop = await merchant(mno, "kiosk")
+    created = await shop.request(1250, reference="T-42")
+    bank_before, mno_before = _copy(bank), _copy(mno)
+    response = await wallet.pay(created["token"])
+    assert response.status_code == 200, response.text
+    payer, payee = _taken(bank, bank_before), _taken(mno, mno_before)
+    print(f"per routed payment: payer {payer}, payee {payee} (statements, writes)")
+    backend = "sqlite" if bank.processor.context.database.sqlite else "postgresql"
+    assert payer[0] <= PAYER_STATEMENTS_MAX[backend] and payer[1] <= PAYER_WRITES_MAX, payer
+    assert payee[0] <= PAYEE_STATEMENTS_MAX and payee[1] <= PAYEE_WRITES_MAX, payee
