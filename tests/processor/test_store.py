@@ -137,7 +137,7 @@ async def test_the_outbox_hands_out_due_messages_in_order(network: Network) -> N
         due = await store.due_messages(connection, 10, 10)
     assert [message["body"] for message in due] == ["a.b.c", "d.e.f"]
     await write(node, lambda c: store.mark_attempt(c, due[0]["message_id"], 1, 20))
-    await write(node, lambda c: store.mark_delivered(c, due[1]["message_id"], 11))
+    await write(node, lambda c: store.mark_delivered(c, [due[1]["message_id"]], 11))
     async with node.processor.context.database.read() as connection:
         assert await store.due_messages(connection, 15, 10) == []
         assert [m["body"] for m in await store.due_messages(connection, 20, 10)] == ["a.b.c"]

@@ -39,6 +39,8 @@ class Outbox:
         self.failing: set[str] = set()
         self.deferred: list[int] = []
         self.reading: asyncio.Event | None = None  # when set, `due` waits for it after reading
+        self.marking: asyncio.Event | None = None  # when set, `delivered` waits for it
+        self.marks: list[int] = []  # messages per `delivered` call
 
     def add(self, destination: str, count: int = 1) -> list[int]:
         ids = []
@@ -85,8 +87,12 @@ class Outbox:
         finally:
             self.in_flight[destination] -= 1
 
-    async def delivered(self, message: dict[str, Any], now: int) -> None:
-        self.rows[message["message_id"]]["delivered_at"] = now
+    async def delivered(self, messages: list[dict[str, Any]], now: int) -> None:
+        self.marks.append(len(messages))
+        if self.marking is not None:
+            await self.marking.wait()
+        for message in messages:
+            self.rows[message["message_id"]]["delivered_at"] = now
 
     async def retry_later(
         self, message: dict[str, Any], attempts: int, at: int, error: SemopsError | None
@@ -222,3 +228,37 @@ async def test_a_delivery_cut_off_by_a_stop_is_sent_again(box: Outbox, clock: Fi
     del box.held["mno-b"]
     assert await deliverer(box, clock).deliver_due() == 1
     assert box.sent[message_id] == 2
+
+
+async def test_acknowledgements_are_recorded_in_batches_and_never_resent_meanwhile(
+    box: Outbox, clock: FixedClock
+) -> None:
+    ids = box.add("mno-b", 10)
+    box.marking = asyncio.Event()  # the first `delivered` write waits
+    sender = deliverer(box, clock, per_destination_max=4, in_flight_max=16)
+    passing = asyncio.create_task(sender.deliver_due())
+    while sum(box.sent.values()) < 10:  # later looks at the outbox skip what is acknowledged
+        await asyncio.sleep(0)
+    assert len(box.marks) == 1 and box.undelivered() == ids
+    box.marking.set()
+    assert await passing == 10
+    assert len(box.marks) == 2 and sum(box.marks) == 10  # all acknowledged meanwhile: one write
+    assert box.undelivered() == [] and set(box.sent.values()) == {1}
+
+
+async def test_a_failed_record_of_delivery_leaves_the_message_due_again(
+    box: Outbox, clock: FixedClock
+) -> None:
+    [message_id] = box.add("mno-b")
+    sender = deliverer(box, clock)
+    original = box.delivered
+
+    async def failing(messages: list[dict[str, Any]], now: int) -> None:
+        raise RuntimeError("the database went away")
+
+    box.delivered = failing  # type: ignore[method-assign]
+    assert await sender.deliver_due() == 0
+    assert box.undelivered() == [message_id]
+    box.delivered = original  # type: ignore[method-assign]
+    assert await sender.deliver_due() == 1
+    assert box.undelivered() == [] and box.sent[message_id] == 2  # at least once

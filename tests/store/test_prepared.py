@@ -130,7 +130,7 @@ async def _processor_checks(database: Database) -> None:
     async with database.write() as c:
         await p.mark_attempt(c, message["message_id"], 1, 9)
         assert await p.due_messages(c, 8, 10) == []
-        await p.mark_delivered(c, message["message_id"], 10)
+        await p.mark_delivered(c, [message["message_id"]], 10)
         assert await p.due_messages(c, 10**9, 10) == []
 
 

@@ -173,9 +173,9 @@ class _NoticeOutbox:
         if not 200 <= status < 300:
             raise SemopsError(E.UNAVAILABLE, f"the webhook answered {status}")
 
-    async def delivered(self, message: dict[str, Any], now: int) -> None:
+    async def delivered(self, messages: list[dict[str, Any]], now: int) -> None:
         async with self.context.database.write() as connection:
-            await store.mark_delivered(connection, message["message_id"], now)
+            await store.mark_delivered(connection, [m["message_id"] for m in messages], now)
 
     async def retry_later(
         self, message: dict[str, Any], attempts: int, at: int, error: SemopsError | None

@@ -178,9 +178,9 @@ class _StatusOutbox:
             timeout_s=OUTBOX_DELIVERY_TIMEOUT_S,
         )
 
-    async def delivered(self, message: dict[str, Any], now: int) -> None:
+    async def delivered(self, messages: list[dict[str, Any]], now: int) -> None:
         async with self.router.database.write() as connection:
-            await store.mark_delivered(connection, message["message_id"], now)
+            await store.mark_delivered(connection, [m["message_id"] for m in messages], now)
 
     async def retry_later(
         self, message: dict[str, Any], attempts: int, at: int, error: SemopsError | None

@@ -17,6 +17,13 @@ backs the whole destination off: its other due messages are not sent until the f
 one's next attempt, and are given that time (counted as an attempt) so that they leave
 the due list and cannot crowd out other destinations.
 
+Acknowledgements are recorded in batches: a delivery the receiver acknowledged joins the
+next `delivered` write, which marks every message acknowledged since the previous one in
+one statement (on SQLite that write joins a group commit anyway; the batch saves a write
+transaction per message). Until its mark is committed an acknowledged message is not sent
+again by this process; if the process stops first, it is sent once more after the restart
+and acknowledged again (at least once, as always).
+
 Order. Deliveries may overtake each other. Every receiver applies what it gets by its id
 (a status by transfer id and state, a notice by request id), and each transfer or request
 gets one message per destination, so no receiver depends on the order; a copy delivered
@@ -26,6 +33,7 @@ twice (its acknowledgement lost, a worker restarted) is acknowledged and changes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from typing import Any, Final, Protocol
 
@@ -51,6 +59,8 @@ OUTBOX_PER_DESTINATION_MAX: Final = 4
 OUTBOX_IN_FLIGHT_MAX: Final = 16
 # One `deliver_due` pass looks at the outbox at most this often (each look may start more).
 _PASS_LOOKS_MAX: Final = 64
+# Acknowledged messages marked delivered by one write (one IN list).
+OUTBOX_MARK_BATCH_MAX: Final = 100
 
 OutboxMessage = dict[str, Any]
 
@@ -83,7 +93,9 @@ class OutboxChannel(Protocol):
         """Deliver; return only once the receiver acknowledged it, else raise SemopsError."""
         ...
 
-    async def delivered(self, message: OutboxMessage, now: int) -> None: ...
+    async def delivered(self, messages: list[OutboxMessage], now: int) -> None:
+        """Record that the receivers acknowledged these messages (one write)."""
+        ...
 
     async def retry_later(
         self, message: OutboxMessage, attempts: int, at: int, error: SemopsError | None
@@ -121,6 +133,11 @@ class Deliverer:
         # list them as due, and they must not go out a second time.
         self._ended_while_reading: set[int] | None = None
         self._held_back = False
+        # Acknowledged, delivery not yet recorded (not sent again meanwhile); and of those,
+        # the ones waiting for the next `delivered` write.
+        self._acknowledged: set[int] = set()
+        self._to_mark: list[OutboxMessage] = []
+        self._marker: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -140,7 +157,7 @@ class Deliverer:
         started, held_back = 0, False
         for message in due:
             message_id, destination = message["message_id"], message["destination"]
-            if message_id in self._tasks or message_id in ended:
+            if message_id in self._tasks or message_id in ended or message_id in self._acknowledged:
                 continue
             until = self._backed_off_until.get(destination)
             if until is not None and now < until:
@@ -189,10 +206,40 @@ class Deliverer:
                 await self.channel.retry_later(message, attempts, at, error)
                 return
             self._backed_off_until.pop(destination, None)
-            await self.channel.delivered(message, self.clock.now())
-            self.delivered_count += 1
+            self._acknowledge(message)
         except Exception as error:  # the message stays due and is sent again later
             log.error("outbox_delivery_failed", error_type=type(error).__name__)
+
+    def _acknowledge(self, message: OutboxMessage) -> None:
+        self._acknowledged.add(message["message_id"])
+        self._to_mark.append(message)
+        if self._marker is None:
+            self._marker = asyncio.create_task(self._mark())
+
+    async def _mark(self) -> None:
+        """Record acknowledgements, a batch per write, until none is waiting."""
+        try:
+            while self._to_mark:
+                batch = self._to_mark[:OUTBOX_MARK_BATCH_MAX]
+                del self._to_mark[:OUTBOX_MARK_BATCH_MAX]
+                ids = [message["message_id"] for message in batch]
+                try:
+                    await self.channel.delivered(batch, self.clock.now())
+                except Exception as error:  # still undelivered there: due again, re-sent
+                    log.error("outbox_mark_failed", error_type=type(error).__name__)
+                else:
+                    self.delivered_count += len(batch)
+                    if self._ended_while_reading is not None:
+                        self._ended_while_reading.update(ids)
+                finally:
+                    self._acknowledged.difference_update(ids)
+        finally:
+            self._marker = None
+
+    async def _marked(self) -> None:
+        """Wait until every acknowledgement so far is recorded (or its write failed)."""
+        while self._marker is not None:
+            await asyncio.shield(self._marker)
 
     async def deliver_due(self) -> int:
         """One pass: deliver everything due now (bounded as always) and wait for it;
@@ -205,6 +252,7 @@ class Deliverer:
             # Some had to wait for a slot (so some are in flight): look again when one ends.
             await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*self._tasks.values())
+        await self._marked()
         return self.delivered_count - before
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -224,6 +272,9 @@ class Deliverer:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # What was acknowledged is recorded before the loop ends (else sent again).
+            with contextlib.suppress(Exception):
+                await self._marked()
 
 
 __all__ = [
@@ -231,6 +282,7 @@ __all__ = [
     "OUTBOX_BATCH_MAX",
     "OUTBOX_DELIVERY_TIMEOUT_S",
     "OUTBOX_IN_FLIGHT_MAX",
+    "OUTBOX_MARK_BATCH_MAX",
     "OUTBOX_PER_DESTINATION_MAX",
     "OUTBOX_POLL_INTERVAL_S",
     "Deliverer",

@@ -29,7 +29,11 @@ def _due(outbox: Table) -> Select[Any]:
 def _delivered(outbox: Table) -> Update:
     return (
         update(outbox)
-        .where(outbox.c.message_id == prepared.param(outbox.c.message_id))
+        .where(
+            outbox.c.message_id.in_(
+                bindparam("b_message_ids", expanding=True, type_=outbox.c.message_id.type)
+            )
+        )
         .values(delivered_at=prepared.param(outbox.c.delivered_at))
     )
 
@@ -53,9 +57,12 @@ async def due_messages(
     return [dict(row) for row in result.mappings()]
 
 
-async def mark_delivered(connection: Connection, outbox: Table, message_id: int, now: int) -> None:
+async def mark_delivered(
+    connection: Connection, outbox: Table, message_ids: list[int], now: int
+) -> None:
+    """Several acknowledged messages marked in one statement (the deliverer batches them)."""
     await connection.execute(
-        _delivered(outbox), {"b_message_id": message_id, "b_delivered_at": now}
+        _delivered(outbox), {"b_message_ids": message_ids, "b_delivered_at": now}
     )
 
 

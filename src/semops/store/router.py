@@ -854,8 +854,8 @@ async def due_messages(connection: Connection, now: int, limit: int) -> list[dic
     return await outbox_queries.due_messages(connection, outbox, now, limit)
 
 
-async def mark_delivered(connection: Connection, message_id: int, now: int) -> None:
-    await outbox_queries.mark_delivered(connection, outbox, message_id, now)
+async def mark_delivered(connection: Connection, message_ids: list[int], now: int) -> None:
+    await outbox_queries.mark_delivered(connection, outbox, message_ids, now)
 
 
 async def mark_attempt(
