@@ -151,7 +151,10 @@ def pay(world: World, text: str) -> None:
 
 
 def decode_qr(png: bytes) -> str:
-    results = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    # QR only: in a page screenshot zxing may also "find" a linear barcode in the text
+    # (one run read an EAN-13 beside the QR code).
+    image = Image.open(io.BytesIO(png))
+    results = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
     texts = [result.text for result in results if result.valid]
     assert len(texts) == 1, texts
     return str(texts[0])
