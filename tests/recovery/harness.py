@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, TypeVar
 
-from semops.core.limits import TRANSFER_TTL_MIN_S
+from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_POLL_INTERVAL_S, TRANSFER_TTL_MIN_S
 from semops.crypto import read_unverified_claims
 from semops.devnet.actors import (
     Customer,
@@ -52,9 +52,12 @@ ROUTER: Final = "router"
 PIN: Final = "4821"
 TRANSFER_TTL_S: Final = TRANSFER_TTL_MIN_S
 # Generous deadlines: the machine is shared, and each wait ends as soon as its condition
-# holds. A transfer is decided by TRANSFER_TTL_S at the latest; the router's outbox backs
-# off up to a few seconds between attempts.
-DECIDED_WITHIN_S: Final = TRANSFER_TTL_S + 25.0
+# holds. A transfer the router recorded is decided by TRANSFER_TTL_S at the latest; one
+# whose prepare never reached it (the payer died between its reservation and the send, and
+# came back too late to send it again) is released by the payer only once no router clock
+# within CLOCK_SKEW_MAX_S could still record it, at the next in-doubt pass after that. The
+# router's outbox backs off up to a few seconds between attempts.
+DECIDED_WITHIN_S: Final = TRANSFER_TTL_S + CLOCK_SKEW_MAX_S + IN_DOUBT_POLL_INTERVAL_S + 25.0
 SOON_S: Final = 20.0
 _POLL_S: Final = 0.05
 
