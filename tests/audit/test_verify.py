@@ -281,3 +281,42 @@ def test_an_outcome_reported_twice_at_once_is_audited_once(tmp_path: Path) -> No
         "or_000000000001",
         "or_000000000002",
     ]
+
+
+async def _appends_around_a_rollback(url: str, data_dir: Path) -> int:
+    """Statements the last of four appends took; the second rolls back, so the head the
+    log remembers from it is not stored, and the third must find the stored one."""
+    database = Database(url)
+    try:
+        await upgrade(database, "processor")
+        audit = _audit_log(data_dir, "bank-a", database, FixedClock(int(time.time())))
+        await audit.record("order_committed", "bank-a", {"amount_minor": 1})
+        with pytest.raises(RuntimeError):
+            async with database.write() as connection:
+                await audit.append(connection, "order_committed", "bank-a", {"amount_minor": 2})
+                raise RuntimeError("the action failed")
+        await audit.record("order_committed", "bank-a", {"amount_minor": 3})
+        before = database.stats.statements
+        await audit.record("order_committed", "bank-a", {"amount_minor": 4})
+        return database.stats.statements - before
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_append_after_a_rolled_back_one_links_to_the_stored_head(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    ensure_pki(tmp_path, {"bank-a": "processor"})
+    if backend == "sqlite":
+        url = sqlite_url(tmp_path / "bank-a" / "bank-a.db")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        (tmp_path / "network.json").write_text(json.dumps({"db_urls": {"bank-a": url}}))
+    taken = asyncio.run(_appends_around_a_rollback(url, tmp_path))
+    (report,) = asyncio.run(verify_data_dir(tmp_path))
+    assert report.ok, report.broken
+    assert report.entries == 3
+    # The head this process wrote last is still the head: one INSERT (and on PostgreSQL
+    # the advisory lock), no read of the head.
+    assert taken == (1 if backend == "sqlite" else 2), taken

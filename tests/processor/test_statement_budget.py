@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 # bank-a (payer): order look-ups, then one write for the PIN attempt, the order and its
 # reservation, one for the commit (post, receipt, audit entry; on PostgreSQL the audit
 # append takes an advisory lock too).
-PAYER_STATEMENTS_MAX = {"sqlite": 17, "postgresql": 18}
+PAYER_STATEMENTS_MAX = {"sqlite": 15, "postgresql": 16}
 PAYER_WRITES_MAX = 2
 # mno-b (payee): one write to accept the routed prepare, one to credit on the commit.
 PAYEE_STATEMENTS_MAX = 14

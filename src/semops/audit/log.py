@@ -58,6 +58,10 @@ class AuditLog:
         self.clock = clock
         self.checkpoint_every = checkpoint_every
         self._unsealed_since: int | None = None
+        # (seq, hash) of the newest entry this process wrote or read: the next append names
+        # it and goes in with one statement if it is still the head (`store.insert_after`);
+        # if not (another writer, or a transaction that rolled back), the head is read.
+        self._head: tuple[int, str] | None = None
 
     async def append(
         self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
@@ -65,13 +69,26 @@ class AuditLog:
         """Append an entry in the caller's transaction (and a checkpoint when one is due)."""
         now = self.clock.now()
         await store.lock_for_append(connection)
-        last = await store.last_entry(connection, self.table)
-        entry = next_entry(last[:2] if last else None, at=now, kind=kind, actor=actor, data=data)
-        await store.insert_entry(connection, self.table, entry.row())
+        entry = await self._append(connection, kind, actor, data, now)
         if checkpoint_due(entry, self.checkpoint_every):
             await self._checkpoint(connection, entry, now)
         elif self._unsealed_since is None:
             self._unsealed_since = now
+        return entry
+
+    async def _append(
+        self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any], now: int
+    ) -> AuditEntry:
+        head = self._head
+        if head is not None:
+            entry = next_entry(head, at=now, kind=kind, actor=actor, data=data)
+            if await store.insert_after(connection, self.table, entry.row(), head):
+                self._head = (entry.seq, entry.hash)
+                return entry
+        last = await store.last_entry(connection, self.table)
+        entry = next_entry(last[:2] if last else None, at=now, kind=kind, actor=actor, data=data)
+        await store.insert_entry(connection, self.table, entry.row())
+        self._head = (entry.seq, entry.hash)
         return entry
 
     async def record(self, kind: str, actor: str, data: Mapping[str, Any]) -> AuditEntry:
@@ -97,6 +114,7 @@ class AuditLog:
     async def _checkpoint(self, connection: Connection, covered: AuditEntry, now: int) -> None:
         checkpoint = make_checkpoint(self.service_id, covered, self.sign_key, now)
         await store.insert_entry(connection, self.table, checkpoint.row())
+        self._head = (checkpoint.seq, checkpoint.hash)
         self._unsealed_since = None
 
     async def seal(self, connection: Connection | None = None) -> int | None:

@@ -111,14 +111,11 @@ class AuditedPayer(Payer):
         super().__init__(context, customers, payee)
         self.audit = audit
 
-    async def _commit(
-        self, connection: Connection, row: dict[str, Any], fulfilment: str, now: int
-    ) -> dict[str, Any]:
-        committed = await super()._commit(connection, row, fulfilment, now)
+    async def _committed(self, connection: Connection, row: dict[str, Any]) -> dict[str, Any]:
         await self.audit.append(
-            connection, "order_committed", self.context.processor_id, _order_audit(committed)
+            connection, "order_committed", self.context.processor_id, _order_audit(row)
         )
-        return committed
+        return row
 
     async def _transition(
         self,

@@ -178,12 +178,7 @@ class Payer:
         if order.payer_account != device["account_id"]:
             raise SemopsError(E.FORBIDDEN, "the device is not enrolled for this account")
         async with context.database.read() as connection:  # one look at both tables
-            stored = await store.get_row(connection, store.orders, order.order_id)
-            refused = (
-                await store.get_row(connection, store.order_refusals, order.order_id)
-                if stored is None
-                else None
-            )
+            stored, refused = await store.order_or_refusal(connection, order.order_id)
         if stored is not None:
             self._retry(stored, order)  # a conflict raises before anything else happens
             return self._retry(await self._ask_if_pending(stored), order)
@@ -394,7 +389,7 @@ class Payer:
                 await self._reserve(connection, row, now)
             log.info("order_reserved", order_id=order.order_id, transfer_id=transfer_id)
             verdict = await send_to_router(context, TRANSFERS_PATH, prepare_token)
-            return answer_of(await self._apply_prepare_verdict(transfer_id, verdict))
+            return answer_of(await self._apply_prepare_verdict(transfer_id, verdict, row))
         finally:
             self._in_flight.discard(transfer_id)
 
@@ -440,11 +435,16 @@ class Payer:
         return context.sign(prepare)
 
     async def _apply_prepare_verdict(
-        self, transfer_id: str, verdict: RouterVerdict
+        self, transfer_id: str, verdict: RouterVerdict, reserved: dict[str, Any]
     ) -> dict[str, Any]:
+        """The router's answer to the prepare of `reserved` (the order row as this call
+        stored it)."""
         if verdict.status is not None and verdict.status.transfer_id == transfer_id:
             if verdict.status.state != "reserved":
                 try:
+                    if verdict.status.state == "committed":
+                        assert verdict.status.fulfilment is not None
+                        return await self._commit_reserved(reserved, verdict.status.fulfilment)
                     return await self.apply_status(verdict.status)
                 except SemopsError as error:  # e.g. a fulfilment that does not hash right
                     log.error("router_status_unusable", transfer_id=transfer_id, code=error.code)
@@ -527,9 +527,37 @@ class Payer:
         PAYER_TRANSFER.next(state, event)  # a pair the table does not list raises here
         return True
 
+    async def _commit_reserved(self, row: dict[str, Any], fulfilment: str) -> dict[str, Any]:
+        """The commit of an order this call reserved, as it stored it: the receipt signed
+        before the write, whose first statement moves the order on only if it is still in
+        the state it was stored in (no read first); if something else moved it meanwhile,
+        the transition as from any other report."""
+        check_fulfilment(fulfilment, row["condition"])
+        now = self.context.clock.now()
+        values = self._receipt_values(row, fulfilment, now)
+        async with self.context.database.write() as connection:
+            if await store.update_row(
+                connection, store.orders, row["order_id"], values, expected_state=row["state"]
+            ):
+                await accounts.post_to_settlement(connection, _reservation(row), now)
+                return await self._committed(connection, {**row, **values})
+        return await self._transition(
+            row["transfer_id"], PayerTransferEvent.COMMITTED, fulfilment=fulfilment
+        )
+
     async def _commit(
         self, connection: Connection, row: dict[str, Any], fulfilment: str, now: int
     ) -> dict[str, Any]:
+        values = self._receipt_values(row, fulfilment, now)
+        await store.update_row(connection, store.orders, row["order_id"], values)
+        return await self._committed(connection, {**row, **values})
+
+    async def _committed(self, connection: Connection, row: dict[str, Any]) -> dict[str, Any]:
+        """The order as committed, in the committing transaction (AuditedPayer audits it)."""
+        return row
+
+    def _receipt_values(self, row: dict[str, Any], fulfilment: str, now: int) -> dict[str, Any]:
+        """The committed order's new columns, its signed receipt among them."""
         state = PAYER_TRANSFER.next(PayerTransferState(row["state"]), PayerTransferEvent.COMMITTED)
         receipt = Receipt(
             order_id=row["order_id"],
@@ -546,14 +574,12 @@ class Payer:
             fulfilment=fulfilment,
             committed_at=now,
         )
-        values = {
+        return {
             "state": state.value,
             "fulfilment": fulfilment,
             "receipt": self.context.sign(receipt),
             "decided_at": now,
         }
-        await store.update_row(connection, store.orders, row["order_id"], values)
-        return {**row, **values}
 
     # --- in doubt -----------------------------------------------------------------------
 

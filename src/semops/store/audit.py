@@ -8,6 +8,8 @@ An entry is appended inside the transaction of the action it records. Appends mu
 the newest entry and none may interleave: SQLite writers are serialised already; on
 PostgreSQL a transaction-scoped advisory lock orders them, taken just before the append
 (the last statement of the transaction) so it is held for as short a time as possible.
+`insert_after` lets a writer that remembers the head append in one statement: the row
+goes in only if the head it names is still the newest entry, as stored and visible now.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    exists,
     insert,
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from semops.store import prepared
 from semops.store.db import Connection
@@ -64,6 +69,23 @@ def _insert(table: Table) -> Insert:
     return insert(table)
 
 
+@functools.cache
+def _insert_after(table: Table, dialect: str) -> Any:
+    # INSERT ... SELECT <the row> WHERE EXISTS (<the head, as named>) ON CONFLICT DO NOTHING:
+    # nothing is inserted if the head is not there (an append of a transaction that rolled
+    # back) or if its successor is (another writer appended meanwhile: seq is the key).
+    head = table.alias("head")
+    names = [column.name for column in table.c]
+    row = select(*(prepared.param(table.c[name]) for name in names)).where(
+        exists().where(
+            head.c.seq == prepared.param(table.c.seq, "head_seq"),
+            head.c.hash == prepared.param(table.c.hash, "head_hash"),
+        )
+    )
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_for(table).from_select(names, row).on_conflict_do_nothing().returning(table.c.seq)
+
+
 async def lock_for_append(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         await connection.execute(_LOCK, {"key": _ADVISORY_LOCK_KEY})
@@ -89,6 +111,18 @@ async def insert_entry(connection: Connection, table: Table, row: dict[str, Any]
         await connection.execute(_insert(table), row)
     else:  # SQLAlchemy's own error for an unknown column
         await connection.execute(insert(table).values(**row))
+
+
+async def insert_after(
+    connection: Connection, table: Table, row: dict[str, Any], head: tuple[int, str]
+) -> bool:
+    """INSERT the entry `row` (the successor of `head`, its (seq, hash)) if `head` is still
+    the newest entry; False, and nothing written, if it is not. One statement."""
+    assert row["seq"] == head[0] + 1 and row["prev_hash"] == head[1], "not the head's successor"
+    parameters = {f"b_{name}": value for name, value in row.items()}
+    parameters.update(b_head_seq=head[0], b_head_hash=head[1])
+    result = await connection.execute(_insert_after(table, connection.dialect.name), parameters)
+    return result.first() is not None
 
 
 async def entries_after(

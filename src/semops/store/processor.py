@@ -713,6 +713,31 @@ async def unresolved_orders(connection: Connection, limit: int) -> list[dict[str
     return [dict(row) for row in result.mappings()]
 
 
+_order_or_refusal: Final = (
+    select(literal("order").label("source"))
+    .where(orders.c.order_id == prepared.param(orders.c.order_id))
+    .union_all(
+        select(literal("refusal")).where(
+            order_refusals.c.order_id == prepared.param(order_refusals.c.order_id)
+        )
+    )
+)
+
+
+async def order_or_refusal(
+    connection: Connection, order_id: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The stored order with this id, else its stored refusal: one statement when there is
+    neither (a new order), two otherwise."""
+    result = await connection.execute(_order_or_refusal, {"b_order_id": order_id})
+    found = {str(row[0]) for row in result}
+    if "order" in found:
+        return await get_row(connection, orders, order_id), None
+    if "refusal" in found:
+        return None, await get_row(connection, order_refusals, order_id)
+    return None, None
+
+
 async def prune_order_refusals(connection: Connection, before: int) -> int:
     """Forget refusals of orders that expired before `before`; returns how many."""
     result = await connection.execute(
