@@ -68,7 +68,6 @@ class AuditLog:
     ) -> AuditEntry:
         """Append an entry in the caller's transaction (and a checkpoint when one is due)."""
         now = self.clock.now()
-        await store.lock_for_append(connection)
         entry = await self._append(connection, kind, actor, data, now)
         if checkpoint_due(entry, self.checkpoint_every):
             await self._checkpoint(connection, entry, now)
@@ -85,6 +84,7 @@ class AuditLog:
             if await store.insert_after(connection, self.table, entry.row(), head):
                 self._head = (entry.seq, entry.hash)
                 return entry
+        await store.lock_for_append(connection)
         last = await store.last_entry(connection, self.table)
         entry = next_entry(last[:2] if last else None, at=now, kind=kind, actor=actor, data=data)
         await store.insert_entry(connection, self.table, entry.row())

@@ -144,12 +144,16 @@ async def lock_accounts(connection: Connection, account_ids: list[str]) -> None:
         await snapshot(connection, account_id, for_update=True)
 
 
+def _is_system(posting: Posting) -> bool:
+    # System accounts are named "<kind>:<currency>"; ours never contain ':'.
+    return ":" in posting.account_id
+
+
 def _lock_order(posting: Posting) -> tuple[bool, str]:
     # Customer and merchant rows before the shared system rows (suspense, settlement,
     # funding): every transaction takes row locks in the same order, so none deadlock, and
     # the hot system rows are locked last, for the shortest time.
-    # System accounts are named "<kind>:<currency>"; ours never contain ':'.
-    return ":" in posting.account_id, posting.account_id
+    return _is_system(posting), posting.account_id
 
 
 # The `plan_*` decision of one operation, over the snapshots of the accounts it touches as
@@ -163,11 +167,15 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
 
     The entry row is inserted first (its unique keys decide "new"), then each balance is
     moved by one UPDATE ... RETURNING, in lock order, which hands back the row as it is
-    after. The balances before follow from those, and the same `plan_*` function decides on
-    them as on a prefetched snapshot; `check_limits` runs on the balances after, read in the
-    very statement that wrote them. A refusal undoes what this call changed (the balances
-    moved back, the entry row deleted) before it is raised, so it changes nothing, as
-    before; the postings are written only once the entry is decided.
+    after; the postings go in between the customer or merchant rows (whose UPDATE finds
+    out whether they exist) and the system rows. The balances before follow from the rows
+    after, and the same `plan_*` function decides on them as on a prefetched snapshot;
+    `check_limits` runs on the balances after, read in the very statement that wrote them.
+    A refusal undoes what this call changed (the balances moved back, the postings and the
+    entry row deleted) before it is raised, so it changes nothing, as before. The system
+    rows come last because every payment shares them (suspense, settlement) and on
+    PostgreSQL each stays locked until COMMIT: the fewer statements after them, the shorter
+    everyone else waits.
     """
     if not await store.insert_entry_if_new(
         connection,
@@ -180,15 +188,14 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
         return False
     ordered = sorted(intended.postings, key=_lock_order)
     after: dict[str, AccountSnapshot] = {}
-    for posting in ordered:
-        row = await store.move_balance(
-            connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
-        )
-        if row is None:  # no such account, or the balance would leave its range
-            await _undo(connection, intended, after)
-            await _refuse(connection, intended, plan)
-        else:
-            after[posting.account_id] = _snapshot(row)
+    parties = [posting for posting in ordered if not _is_system(posting)]
+    for posting in parties:
+        await _move(connection, intended, plan, posting, after)
+    await store.insert_postings(
+        connection, intended.entry_id, [(p.account_id, p.amount_minor) for p in ordered], now
+    )
+    for posting in ordered[len(parties) :]:
+        await _move(connection, intended, plan, posting, after)
     before = {
         posting.account_id: replace(
             after[posting.account_id],
@@ -203,16 +210,33 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
     except SemopsError:
         await _undo(connection, intended, after)
         raise
-    await store.insert_postings(
-        connection, entry.entry_id, [(p.account_id, p.amount_minor) for p in ordered], now
-    )
     return True
+
+
+async def _move(
+    connection: Connection,
+    intended: Entry,
+    plan: Plan,
+    posting: Posting,
+    after: dict[str, AccountSnapshot],
+) -> None:
+    """One balance moved by `posting`, its row after kept in `after`; if it could not be
+    (no such account, or the balance would leave its range) everything `intended` changed
+    so far is undone and the operating error raised."""
+    row = await store.move_balance(
+        connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
+    )
+    if row is None:
+        await _undo(connection, intended, after)
+        await _refuse(connection, intended, plan)
+    after[posting.account_id] = _snapshot(row)
 
 
 async def _undo(
     connection: Connection, intended: Entry, moved: Mapping[str, AccountSnapshot]
 ) -> None:
-    """Take back the balance moves and the entry row `_apply` wrote for a refused entry."""
+    """Take back the balance moves, the postings and the entry row `_apply` wrote for a
+    refused entry."""
     for posting in reversed(intended.postings):
         if posting.account_id in moved:
             row = await store.move_balance(

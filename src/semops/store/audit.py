@@ -8,8 +8,8 @@ An entry is appended inside the transaction of the action it records. Appends mu
 the newest entry and none may interleave: SQLite writers are serialised already; on
 PostgreSQL a transaction-scoped advisory lock orders them, taken just before the append
 (the last statement of the transaction) so it is held for as short a time as possible.
-`insert_after` lets a writer that remembers the head append in one statement: the row
-goes in only if the head it names is still the newest entry, as stored and visible now.
+`insert_after` lets a writer that remembers the head append in one statement (the lock
+included): the row goes in only if the head it names is still the newest entry.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     exists,
+    func,
     insert,
     select,
     text,
@@ -74,6 +76,11 @@ def _insert_after(table: Table, dialect: str) -> Any:
     # INSERT ... SELECT <the row> WHERE EXISTS (<the head, as named>) ON CONFLICT DO NOTHING:
     # nothing is inserted if the head is not there (an append of a transaction that rolled
     # back) or if its successor is (another writer appended meanwhile: seq is the key).
+    # On PostgreSQL the row comes from a subquery that takes the appenders' advisory lock,
+    # so the lock and the append are one round trip. The EXISTS may see a snapshot from
+    # before the lock was granted; that is safe: an entry another appender committed while
+    # we waited has our seq, and the key check (against what is committed, not the
+    # snapshot) makes this a no-op.
     head = table.alias("head")
     names = [column.name for column in table.c]
     row = select(*(prepared.param(table.c[name]) for name in names)).where(
@@ -82,6 +89,9 @@ def _insert_after(table: Table, dialect: str) -> Any:
             head.c.hash == prepared.param(table.c.hash, "head_hash"),
         )
     )
+    if dialect == "postgresql":
+        locked = select(func.pg_advisory_xact_lock(bindparam("b_lock_key", type_=BigInteger)))
+        row = row.select_from(locked.subquery("appending"))
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
     return insert_for(table).from_select(names, row).on_conflict_do_nothing().returning(table.c.seq)
 
@@ -121,6 +131,8 @@ async def insert_after(
     assert row["seq"] == head[0] + 1 and row["prev_hash"] == head[1], "not the head's successor"
     parameters = {f"b_{name}": value for name, value in row.items()}
     parameters.update(b_head_seq=head[0], b_head_hash=head[1])
+    if connection.dialect.name == "postgresql":
+        parameters["b_lock_key"] = _ADVISORY_LOCK_KEY
     result = await connection.execute(_insert_after(table, connection.dialect.name), parameters)
     return result.first() is not None
 

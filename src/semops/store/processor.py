@@ -548,6 +548,9 @@ _move_balance_within: Final = (
     .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
     .returning(*accounts.c)
 )
+_delete_entry_postings: Final = delete(postings).where(
+    postings.c.entry_id == prepared.param(postings.c.entry_id)
+)
 _delete_entry: Final = delete(entries).where(
     entries.c.entry_id == prepared.param(entries.c.entry_id)
 )
@@ -576,8 +579,9 @@ async def insert_entry_if_new(
 
 
 async def delete_entry(connection: Connection, entry_id: str) -> None:
-    """Take back an entry row inserted earlier in this transaction (it had no postings yet:
-    its entry was refused)."""
+    """Take back an entry row and its postings inserted earlier in this transaction (its
+    entry was refused)."""
+    await connection.execute(_delete_entry_postings, {"b_entry_id": entry_id})
     await connection.execute(_delete_entry, {"b_entry_id": entry_id})
 
 
