@@ -17,8 +17,9 @@ from tests.processor.network import Network, Node, enrolled_wallet, merchant, on
 pytestmark = pytest.mark.anyio
 
 # bank-a (payer): order look-ups, then one write for the PIN attempt, the order and its
-# reservation, one for the commit (post, receipt, audit entry; on PostgreSQL the audit
-# append takes an advisory lock too).
+# reservation, one for the commit (post, receipt, audit entry). This is the log's first
+# entry, so the append reads the head (and on PostgreSQL takes the advisory lock on its
+# own); later appends after a head this process wrote take one statement.
 PAYER_STATEMENTS_MAX = {"sqlite": 15, "postgresql": 16}
 PAYER_WRITES_MAX = 2
 # mno-b (payee): one write to accept the routed prepare, one to credit on the commit.

@@ -188,13 +188,12 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
         return False
     ordered = sorted(intended.postings, key=_lock_order)
     after: dict[str, AccountSnapshot] = {}
-    parties = [posting for posting in ordered if not _is_system(posting)]
-    for posting in parties:
+    for posting in (p for p in ordered if not _is_system(p)):
         await _move(connection, intended, plan, posting, after)
     await store.insert_postings(
         connection, intended.entry_id, [(p.account_id, p.amount_minor) for p in ordered], now
     )
-    for posting in ordered[len(parties) :]:
+    for posting in (p for p in ordered if _is_system(p)):
         await _move(connection, intended, plan, posting, after)
     before = {
         posting.account_id: replace(
@@ -253,7 +252,7 @@ async def _refuse(connection: Connection, intended: Entry, plan: Plan) -> NoRetu
     for posting in sorted(intended.postings, key=_lock_order):
         row = await store.get_row(connection, store.accounts, posting.account_id)
         if row is None:
-            assert ":" not in posting.account_id, f"no {posting.account_id} account"
+            assert not _is_system(posting), f"no {posting.account_id} account"
             raise SemopsError(E.ACCOUNT_UNKNOWN)
         accounts_before[posting.account_id] = _snapshot(row)
     plan(accounts_before)
