@@ -34,6 +34,7 @@ from semops.crypto import (
 )
 from semops.protocol import (
     ParticipantRegistration,
+    RefundTransfer,
     TransferDetails,
     TransferFulfil,
     TransferPrepare,
@@ -203,6 +204,45 @@ async def test_the_net_debit_cap_counts_only_the_open_window(scheme: Scheme) -> 
     assert (headroom.window_id, line.position_minor, line.headroom_minor) == (1, -500, 0)
     await scheme.settlement.close_window()
     assert (await scheme.pay(450))[1] == "committed"  # a new window: the cap starts over
+
+
+async def test_a_refund_counts_against_its_senders_cap(scheme: Scheme) -> None:
+    """A refund moves money from the payee's processor back: its own amount counts against
+    that processor's cap, as a payment's does (the check once ran before the refund was
+    recorded and so left its amount out). A refused refund leaves nothing recorded."""
+    await scheme.router.set_cap("mno-b", 100)
+    paid, _ = await scheme.pay(500)
+    await scheme.pay(500, payer="mno-b", payee="bank-a")  # mno-b's position is 0 again
+
+    def refund(amount: int) -> tuple[str, str]:
+        now = int(time.time())
+        message = RefundTransfer(
+            refund_id=make_id(IdKind.REFUND, os.urandom(16)),
+            transfer_id=paid,
+            payee_processor="mno-b",
+            amount_minor=amount,
+            currency="EUR",
+            created_at=now,
+            expires_at=now + 30,
+        )
+        return message.refund_id, sign(message, scheme.keys["mno-b"])
+
+    refused_id, token = refund(400)
+    with pytest.raises(SemopsError) as refused:
+        await scheme.router.refund(token, tls_party="mno-b")
+    assert refused.value.code == "net_debit_cap_exceeded"
+    async with scheme.database.read() as connection:
+        assert await store.get_transfer(connection, refused_id) is None
+    # Up to the cap it goes (the stand-in payer side does not answer: it stays in flight).
+    allowed_id, token = refund(100)
+    await scheme.router.refund(token, tls_party="mno-b")
+    async with scheme.database.read() as connection:
+        allowed = await store.get_transfer(connection, allowed_id)
+    assert allowed is not None and allowed["state"] == "reserved"
+    _, token = refund(1)
+    with pytest.raises(SemopsError) as refused:
+        await scheme.router.refund(token, tls_party="mno-b")
+    assert refused.value.code == "net_debit_cap_exceeded"
 
 
 async def test_no_commit_falls_between_windows_while_they_close(scheme: Scheme) -> None:

@@ -801,9 +801,6 @@ class Router:
                 refunded = await store.refunds_total(connection, refund.transfer_id)
                 if refunded + refund.amount_minor > original["amount_minor"]:
                     raise SemopsError(E.REFUND_EXCEEDS_PAID)
-                await self._check_cap(
-                    connection, refund.payee_processor, refund.currency, refund.amount_minor
-                )
                 receiver = original["payer_processor"]
                 self._deliverable_refund(receiver)
                 await store.insert_transfer(
@@ -825,6 +822,11 @@ class Router:
                         "created_at": now,
                         "decided_at": None,
                     },
+                )
+                # After the insert, as for a payment: the cap check counts the refund in
+                # flight already; a refusal rolls the insert back with the transaction.
+                await self._check_cap(
+                    connection, refund.payee_processor, refund.currency, refund.amount_minor
                 )
         if existing is not None:
             return Outcome(self._status_token(existing), existing["state"] != "reserved")
