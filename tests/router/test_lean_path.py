@@ -111,11 +111,11 @@ async def test_a_decision_wakes_the_outbox_at_once(
         await asyncio.wait_for(background, 10)
 
 
-# One routed payment at the router: a write recording the prepare RESERVED (the insert,
-# the cap's participant read), a write deciding it (the transfer, its window, both
-# positions in one upsert per table, the outbox message, the audit entry; on PostgreSQL
-# the audit append's advisory lock). Lower these when a change takes fewer.
-ROUTER_STATEMENTS_MAX = {"sqlite": 10, "postgresql": 11}
+# One routed payment at the router: a write recording the prepare RESERVED (the insert, which
+# reads the sender's cap; none here), a write deciding it (the transfer with its window in
+# one conditional update, both positions in one upsert per table, the outbox message, the
+# audit entry with its advisory lock on PostgreSQL). Lower these when a change takes fewer.
+ROUTER_STATEMENTS_MAX = {"sqlite": 6, "postgresql": 6}
 ROUTER_WRITES_MAX = 2
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from semops.audit.chain import verify_chain
 from semops.audit.report import SettlementHeadroom, SettlementQuery, SettlementStatement
@@ -262,6 +263,53 @@ async def test_no_commit_falls_between_windows_while_they_close(scheme: Scheme) 
     nets = [s.settlement.positions[0].net_minor for s in statements if s.settlement.positions]
     assert sum(nets) == -(15 * 10 + 15 * 20)
     assert len(nets) >= 2  # the closes really fell between payments
+
+
+async def test_a_commit_waiting_on_a_close_lands_in_the_window_the_close_opened(
+    scheme: Scheme,
+) -> None:
+    """PostgreSQL: the statement deciding a commit waits for the window a close holds; when
+    the close commits, that statement finds no open window (the new one is not in its
+    snapshot), and the commit goes to the new window in a later statement."""
+    if scheme.database.sqlite:
+        pytest.skip("SQLite serialises writers: a commit never waits inside a close")
+    closing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def close_slowly() -> None:
+        async with scheme.database.write() as connection:
+            assert await store.open_window(connection, lock="update") is not None
+            assert await store.close_window(connection, 1, {"closed_at": int(time.time())})
+            await store.create_window(connection, 2, int(time.time()))
+            closing.set()
+            await release.wait()
+
+    closer = asyncio.create_task(close_slowly())
+    await closing.wait()
+    payment = asyncio.create_task(scheme.pay(100))
+    for _ in range(200):  # until the commit waits on the window's lock
+        async with scheme.database.read() as connection:
+            waiting = (
+                await connection.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+            ).scalar_one()
+        if waiting:
+            break
+        await asyncio.sleep(0.02)
+    assert waiting, "the commit never waited for the close"
+    release.set()
+    await closer
+    transfer_id, state = await payment
+    assert state == "committed"
+    async with scheme.database.read() as connection:
+        row = await store.get_transfer(connection, transfer_id)
+        positions = await store.window_positions_of(connection, 2)
+    assert row is not None and row["window_id"] == 2
+    assert {(p["participant_id"], p["net_minor"]) for p in positions} == {
+        ("bank-a", -100),
+        ("mno-b", 100),
+    }
 
 
 async def test_settlement_reads_need_a_query_signed_by_the_participant_for_that_path(

@@ -136,7 +136,7 @@ async def _processor_checks(database: Database) -> None:
 
 async def _router_checks(database: Database) -> None:
     async with database.write() as c:
-        await r.insert_transfer(c, _transfer("t1"))
+        assert await r.insert_transfer(c, _transfer("t1")) is None  # no such sender, no cap
         await r.create_window(c, 1, 5)
         await r.adjust_position(c, "bank-a", "EUR", -100)
         await r.adjust_position(c, "bank-a", "EUR", -50)
@@ -151,15 +151,21 @@ async def _router_checks(database: Database) -> None:
         window = await r.open_window(c, lock="share")
         assert window is not None and window["window_id"] == 1
         assert await r.open_window(c, lock="update") == window == await r.open_window(c)
-        assert await r.cap_exposure(c, 1, "bank-a", "EUR") == (-113, 100)
-        assert await r.cap_exposure(c, None, "bank-a", "EUR") == (0, 100)
-        assert await r.cap_exposure(c, 1, "bank-b", "EUR") == (0, 0)
+        assert await r.cap_exposure(c, "bank-a", "EUR") == (-113, 100)
+        assert await r.cap_exposure(c, "bank-b", "EUR") == (0, 0)
         row = await r.get_transfer(c, "t1", for_update=True)
         assert row is not None and row["state"] == "reserved" and row["routed"] is None
-        assert await r.decide_transfer(
-            c, "t1", state="committed", decided_at=9, fulfilment="f" * 43, window_id=1
+        decided = await r.decide_transfer(
+            c, "t1", state="committed", decided_at=9, fulfilment="f" * 43, in_window=True
         )
-        assert not await r.decide_transfer(c, "t1", state="aborted", decided_at=10)
+        assert decided == {
+            **row,
+            "state": "committed",
+            "decided_at": 9,
+            "fulfilment": "f" * 43,
+            "window_id": 1,
+        }
+        assert await r.decide_transfer(c, "t1", state="aborted", decided_at=10) is None
         assert await r.revoked_among(c, "kid", ["a", "b", "a"]) == set()
     async with database.read() as c:
         row = await r.get_transfer(c, "t1")

@@ -444,33 +444,34 @@ class Router:
         return Outcome(self._status_token(row), row["state"] != "reserved")
 
     async def _check_cap(
-        self, connection: Any, participant_id: str, currency: str, amount_minor: int
+        self,
+        connection: Any,
+        participant_id: str,
+        currency: str,
+        amount_minor: int,
+        cap: int | None,
     ) -> None:
         """The cap limits what a processor may owe within the open settlement window: its
         position there (committed) less everything it has in flight, whichever window that
         will commit in, so a transfer that commits after a close is still counted once.
-        Called after the new transfer is recorded RESERVED in this transaction, so its own
-        amount is in flight already and is taken out once.
+        Called after the new transfer is recorded RESERVED in this transaction (`cap` is
+        what that insert read), so its own amount is in flight already and is taken out
+        once.
 
         A capped participant's row is locked first (PostgreSQL; SQLite serialises writers),
         so two prepares from one processor decide one after the other: under READ COMMITTED
-        each later statement here sees what the previous holder committed. A participant
-        without a cap is not locked: its prepares need not wait on each other (a cap set
-        while one is on its way applies from the next one)."""
-        participant = await store.get_participant(connection, participant_id)
-        if participant is None or participant["net_debit_cap_minor"] is None:
+        each later statement here sees what the previous holder committed, the cap too. A
+        participant without a cap is not locked: its prepares need not wait on each other
+        (a cap set while one is on its way applies from the next one)."""
+        if cap is None:
             return
         if connection.dialect.name == "postgresql":
             participant = await store.get_participant_for_update(connection, participant_id)
             assert participant is not None, "participants are never deleted"
-        cap = participant["net_debit_cap_minor"]
-        if cap is None:
-            return
-        window = await store.open_window(connection)
-        window_id = window["window_id"] if window is not None else None
-        position, in_flight = await store.cap_exposure(
-            connection, window_id, participant_id, currency
-        )
+            cap = participant["net_debit_cap_minor"]
+            if cap is None:
+                return
+        position, in_flight = await store.cap_exposure(connection, participant_id, currency)
         if not cap_allows(position, in_flight - amount_minor, amount_minor, cap):
             raise SemopsError(E.NET_DEBIT_CAP_EXCEEDED)
 
@@ -520,7 +521,7 @@ class Router:
         recorded before (IntegrityError, and nothing written); the cap is checked after
         the insert, in the same transaction, so a refusal leaves no transfer behind."""
         async with self.database.write() as connection:
-            await store.insert_transfer(
+            cap = await store.insert_transfer(
                 connection,
                 {
                     "transfer_id": prepare.transfer_id,
@@ -542,7 +543,7 @@ class Router:
                 },
             )
             await self._check_cap(
-                connection, prepare.payer_processor, prepare.currency, prepare.amount_minor
+                connection, prepare.payer_processor, prepare.currency, prepare.amount_minor, cap
             )
 
     async def _forward(
@@ -678,38 +679,45 @@ class Router:
         # The status is signed once per decision: the same token goes to the outbox and into
         # the reply (one ECDSA signature, not two, for every payment).
         status_token: str | None = None
+        target = ROUTER_TRANSFER.next(RouterTransferState.RESERVED, event)
+        committed = target is RouterTransferState.COMMITTED
         async with self.database.write() as connection:
-            row = await store.get_transfer(connection, transfer_id, for_update=True)
-            assert row is not None
-            state = RouterTransferState(row["state"])
-            target = ROUTER_TRANSFER.next(state, event)
-            if state is RouterTransferState.RESERVED:
-                committed = target is RouterTransferState.COMMITTED
-                window_id = await self._window_for_commit(connection) if committed else None
-                values: dict[str, Any] = {
-                    "state": target.value,
-                    "decided_at": now,
-                    "fulfilment": fulfilment if committed else None,
-                    "reason_code": None if committed else (reason_code or E.TRANSFER_REJECTED.code),
-                    "window_id": window_id,
-                }
-                # The row is locked and RESERVED, so the update takes: the decided row is the
-                # locked one with these values (no second read).
-                moved = await store.decide_transfer(connection, transfer_id, **values)
-                assert moved, "a locked reserved transfer is decided by this update"
-                if window_id is not None:
-                    await self._move_positions(connection, row, window_id)
-                decided = {**row, **values}
+            # One statement decides, if the transfer is still RESERVED: a concurrent answer
+            # or the sweeper cannot decide it a second time.
+            decided = await store.decide_transfer(
+                connection,
+                transfer_id,
+                state=target.value,
+                decided_at=now,
+                fulfilment=fulfilment if committed else None,
+                reason_code=None if committed else (reason_code or E.TRANSFER_REJECTED.code),
+                in_window=committed,
+            )
+            if decided is None:  # decided before: the event must still fit what it became
+                row = await store.get_transfer(connection, transfer_id)
+                assert row is not None
+                ROUTER_TRANSFER.next(RouterTransferState(row["state"]), event)
+            else:
+                if committed:
+                    if decided["window_id"] is None:
+                        decided["window_id"] = await self._stamp_open_window(
+                            connection, transfer_id
+                        )
+                    await self._move_positions(connection, decided, decided["window_id"])
                 status_token = self._status_token(decided)
                 # The receiving side learns the outcome through the outbox; the sending side
                 # hears it in the reply, and on an abort through the outbox too, since an
                 # abort may come from the sweeper long after its call ended.
                 await store.enqueue(
-                    connection, row["payee_processor"], SCHEME_STATUS_PATH, status_token, now
+                    connection, decided["payee_processor"], SCHEME_STATUS_PATH, status_token, now
                 )
-                if target is RouterTransferState.ABORTED:
+                if not committed:
                     await store.enqueue(
-                        connection, row["payer_processor"], SCHEME_STATUS_PATH, status_token, now
+                        connection,
+                        decided["payer_processor"],
+                        SCHEME_STATUS_PATH,
+                        status_token,
+                        now,
                     )
                 await self.audit.append(
                     connection,
@@ -725,14 +733,17 @@ class Router:
         return Outcome(status_token, row["state"] != "reserved")
 
     @staticmethod
-    async def _window_for_commit(connection: Any) -> int:
-        """The open window, share-locked until this commit ends so that a close waits for
-        it. On PostgreSQL a close that finished while we waited leaves no open row visible
-        to that statement; the next statement sees the window the close opened."""
+    async def _stamp_open_window(connection: Any, transfer_id: str) -> int:
+        """The open window for a commit whose deciding statement found none: on PostgreSQL a
+        close that committed while that statement waited for the window's share lock
+        leaves no open row visible to it; a later statement sees the window the close
+        opened. Share-locked until this commit ends, so the next close waits for it."""
         for _ in range(_WINDOW_ATTEMPTS_MAX):
             window = await store.open_window(connection, lock="share")
             if window is not None:
-                return int(window["window_id"])
+                window_id = int(window["window_id"])
+                await store.stamp_window(connection, transfer_id, window_id)
+                return window_id
         raise SemopsError(E.UNAVAILABLE, "no open settlement window")
 
     @staticmethod
@@ -803,7 +814,7 @@ class Router:
                     raise SemopsError(E.REFUND_EXCEEDS_PAID)
                 receiver = original["payer_processor"]
                 self._deliverable_refund(receiver)
-                await store.insert_transfer(
+                cap = await store.insert_transfer(
                     connection,
                     {
                         "transfer_id": refund.refund_id,
@@ -826,7 +837,11 @@ class Router:
                 # After the insert, as for a payment: the cap check counts the refund in
                 # flight already; a refusal rolls the insert back with the transaction.
                 await self._check_cap(
-                    connection, refund.payee_processor, refund.currency, refund.amount_minor
+                    connection,
+                    refund.payee_processor,
+                    refund.currency,
+                    refund.amount_minor,
+                    cap,
                 )
         if existing is not None:
             return Outcome(self._status_token(existing), existing["state"] != "reserved")

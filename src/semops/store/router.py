@@ -403,24 +403,48 @@ async def get_transfer(
     return dict(row) if row is not None else None
 
 
-async def insert_transfer(connection: Connection, row: dict[str, Any]) -> None:
-    await prepared.insert_row(connection, transfers, row)
-
-
-_DECIDE_TRANSFER: Final = (
-    update(transfers)
-    .where(
-        transfers.c.transfer_id == prepared.param(transfers.c.transfer_id),
-        transfers.c.state == "reserved",
-    )
-    .values(
-        state=prepared.param(transfers.c.state),
-        decided_at=prepared.param(transfers.c.decided_at),
-        fulfilment=prepared.param(transfers.c.fulfilment),
-        reason_code=prepared.param(transfers.c.reason_code),
-        window_id=prepared.param(transfers.c.window_id),
-    )
+# What the sender's cap is, read in the insert's own statement: a payment without a cap (most
+# of them) needs no second statement to learn it.
+_INSERT_TRANSFER: Final = insert(transfers).returning(
+    select(participants.c.net_debit_cap_minor)
+    .where(participants.c.participant_id == bindparam("b_sender", type_=String()))
+    .scalar_subquery()
 )
+
+
+async def insert_transfer(connection: Connection, row: dict[str, Any]) -> int | None:
+    """Record a new transfer; its sender's (`payer_processor`) net-debit cap as it is now,
+    None without one. IntegrityError if the transfer id exists."""
+    result = await connection.execute(_INSERT_TRANSFER, {**row, "b_sender": row["payer_processor"]})
+    cap = result.scalar_one()
+    return int(cap) if cap is not None else None
+
+
+@functools.cache
+def _decide_transfer(dialect: str, in_window: bool) -> Any:
+    """UPDATE a RESERVED transfer to its final state RETURNING the decided row; a commit
+    takes the open window's id in the same statement, share-locking that window on
+    PostgreSQL so that a close waits for this commit."""
+    values: dict[str, Any] = {
+        "state": prepared.param(transfers.c.state),
+        "decided_at": prepared.param(transfers.c.decided_at),
+        "fulfilment": prepared.param(transfers.c.fulfilment),
+        "reason_code": prepared.param(transfers.c.reason_code),
+    }
+    if in_window:
+        window = select(windows.c.window_id).where(windows.c.state == "open")
+        if dialect == "postgresql":
+            window = window.with_for_update(read=True)
+        values["window_id"] = window.scalar_subquery()
+    return (
+        update(transfers)
+        .where(
+            transfers.c.transfer_id == prepared.param(transfers.c.transfer_id),
+            transfers.c.state == "reserved",
+        )
+        .values(values)
+        .returning(*transfers.c)
+    )
 
 
 async def decide_transfer(
@@ -431,21 +455,37 @@ async def decide_transfer(
     decided_at: int,
     fulfilment: str | None = None,
     reason_code: str | None = None,
-    window_id: int | None = None,
-) -> bool:
-    """Move a RESERVED transfer to its final state; False if it was already decided."""
+    in_window: bool = False,
+) -> dict[str, Any] | None:
+    """Move a RESERVED transfer to its final state, and into the open window if
+    `in_window` (a commit); the decided row, or None if it was not RESERVED (decided
+    before). On PostgreSQL a close that committed while this statement waited for the
+    window leaves the row's window_id NULL: the caller stamps it with `stamp_window`."""
     result = await connection.execute(
-        _DECIDE_TRANSFER,
+        _decide_transfer(connection.dialect.name, in_window),
         {
             "b_transfer_id": transfer_id,
             "b_state": state,
             "b_decided_at": decided_at,
             "b_fulfilment": fulfilment,
             "b_reason_code": reason_code,
-            "b_window_id": window_id,
         },
     )
-    return bool(result.rowcount == 1)
+    row = result.mappings().first()
+    return dict(row) if row is not None else None
+
+
+_STAMP_WINDOW: Final = (
+    update(transfers)
+    .where(transfers.c.transfer_id == prepared.param(transfers.c.transfer_id))
+    .values(window_id=prepared.param(transfers.c.window_id))
+)
+
+
+async def stamp_window(connection: Connection, transfer_id: str, window_id: int) -> None:
+    await connection.execute(
+        _STAMP_WINDOW, {"b_transfer_id": transfer_id, "b_window_id": window_id}
+    )
 
 
 async def expired_reserved(connection: Connection, now: int, limit: int) -> list[str]:
@@ -577,14 +617,13 @@ async def get_position(connection: Connection, participant_id: str, currency: st
 
 
 @functools.cache
-def _cap_exposure(no_window: bool) -> Any:
+def _cap_exposure() -> Any:
     window = window_positions.c
+    open_window = select(windows.c.window_id).where(windows.c.state == "open").scalar_subquery()
     position = (
         select(window.net_minor)
         .where(
-            window.window_id.is_(None)
-            if no_window
-            else window.window_id == prepared.param(window.window_id),
+            window.window_id == open_window,
             window.participant_id == prepared.param(window.participant_id),
             window.currency == prepared.param(window.currency),
         )
@@ -603,17 +642,14 @@ def _cap_exposure(no_window: bool) -> Any:
 
 
 async def cap_exposure(
-    connection: Connection, window_id: int | None, participant_id: str, currency: str
+    connection: Connection, participant_id: str, currency: str
 ) -> tuple[int, int]:
-    """What counts against a processor's cap: its net position in the open window and what
-    it may still owe for payments in flight. One statement, so one snapshot: read apart,
-    a commit landing between the two reads (reserved becomes position) would be missed by
-    both under READ COMMITTED."""
-    parameters: dict[str, Any] = {"b_participant_id": participant_id, "b_currency": currency}
-    if window_id is not None:
-        parameters["b_window_id"] = window_id
-    statement = _cap_exposure(window_id is None)
-    row = (await connection.execute(statement, parameters)).one()
+    """What counts against a processor's cap: its net position in the open window (0 if no
+    window is open) and what it may still owe for payments in flight. One statement, so
+    one snapshot: read apart, a commit landing between the reads (reserved becomes
+    position) would be missed by both under READ COMMITTED."""
+    parameters = {"b_participant_id": participant_id, "b_currency": currency}
+    row = (await connection.execute(_cap_exposure(), parameters)).one()
     return int(row[0]), int(row[1])
 
 
