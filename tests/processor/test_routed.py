@@ -480,6 +480,52 @@ async def test_a_second_transfer_for_a_reserved_request_is_rejected(network: Net
     assert isinstance(answer, TransferReject) and answer.reason_code == "request_not_payable"
 
 
+@on_both
+async def test_transfers_racing_for_one_request_reserve_it_once(network: Network) -> None:
+    """Each prepare reads the request without a lock and reserves it only if it is still as
+    read: of six transfers for one request sent at once, one is fulfilled and the others
+    are rejected, decided again under the request's lock."""
+    mno, shop, created, prepares = await payee_setup(network)
+    tokens = [prepares.make()[1] for _ in range(6)]
+    responses = await asyncio.gather(*(prepares.send(token) for token in tokens))
+    answers = [prepares.open_answer(response.text) for response in responses]
+    fulfilled = [answer for answer in answers if isinstance(answer, TransferFulfil)]
+    rejected = [answer for answer in answers if isinstance(answer, TransferReject)]
+    assert len(fulfilled) == 1 and len(rejected) == 5
+    assert {answer.reason_code for answer in rejected} == {"request_not_payable"}
+    status = await shop.status(created["request_id"])
+    assert (status["state"], status["transfer_id"]) == ("reserved", fulfilled[0].transfer_id)
+    states = sorted(row["state"] for row in await rows(mno, "inbound_transfers"))
+    assert states == ["accepted"] + ["rejected"] * 5
+
+
+@on_both
+async def test_copies_of_a_prepare_and_of_its_commit_sent_at_once_count_once(
+    network: Network,
+) -> None:
+    mno, shop, created, prepares = await payee_setup(network)
+    transfer_id, token = prepares.make()
+    answers = {
+        response.text
+        for response in await asyncio.gather(*(prepares.send(token) for _ in range(4)))
+    }
+    assert len(answers) == 1  # the one stored answer, to every copy
+    (fulfil,) = (prepares.open_answer(text) for text in answers)
+    assert isinstance(fulfil, TransferFulfil)
+    codes = await asyncio.gather(
+        *(
+            status_to(mno, network, transfer_id, "committed", fulfilment=fulfil.fulfilment)
+            for _ in range(4)
+        )
+    )
+    assert codes == [204] * 4
+    assert await account_balance(mno, shop.account_id) == 500
+    assert await settlement(mno) == 500
+    assert (await shop.status(created["request_id"]))["state"] == "paid"
+    assert await mno.processor.payees.deliver_outbox() == 1  # one notice
+    await check_ledger(mno)
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [

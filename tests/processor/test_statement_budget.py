@@ -22,8 +22,10 @@ pytestmark = pytest.mark.anyio
 # own); later appends after a head this process wrote take one statement.
 PAYER_STATEMENTS_MAX = {"sqlite": 15, "postgresql": 16}
 PAYER_WRITES_MAX = 2
-# mno-b (payee): one write to accept the routed prepare, one to credit on the commit.
-PAYEE_STATEMENTS_MAX = 14
+# mno-b (payee): the request read, then one write reserving it (if still as read) with the
+# answer stored; on the commit the transfer read with its request and payee, then one
+# write moving both on (if still as read) and crediting the payee.
+PAYEE_STATEMENTS_MAX = 11
 PAYEE_WRITES_MAX = 2
 
 

@@ -67,6 +67,12 @@ from semops.store.db import Connection
 log = structlog.get_logger("semops.processor")
 
 PAYMENT_LINK_PREFIX: Final = "semops:pay?r="
+# Where an inbound transfer may be when the router's commit arrives.
+_COMMITTABLE: Final = frozenset(
+    source.value
+    for (source, event), target in PAYEE_TRANSFER.transitions.items()
+    if event is PayeeTransferEvent.COMMITTED and target is not source
+)
 _PAID_STATES: Final = frozenset(
     {RequestState.PAID, RequestState.PARTIALLY_REFUNDED, RequestState.REFUNDED}
 )
@@ -107,6 +113,10 @@ def check_payable(
     ):
         raise SemopsError(E.ORDER_MISMATCH, "the transfer does not match the request")
     return request
+
+
+class _Changed(Exception):
+    """A row changed between the read and the write: the write is undone."""
 
 
 class Payee:
@@ -228,19 +238,9 @@ class Payee:
             raise SemopsError(E.NOT_FOUND, "no such request")
         return self.request_view(request)
 
-    async def settle_request(
-        self,
-        connection: Connection,
-        request: dict[str, Any],
-        payee: dict[str, Any],
-        transfer_id: str,
-        now: int,
-    ) -> None:
-        """RESERVED -> PAID for the transfer holding it: sign the notice and queue it. The
-        caller wakes the outbox once its transaction has committed (before, the deliverer
-        could look and not see the notice yet)."""
-        assert payee["payee_id"] == request["payee_id"]
-        state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
+    def paid_notice(self, request: dict[str, Any], transfer_id: str, now: int) -> str:
+        """The signed PaymentNotice for a request paid by `transfer_id`: the processor's
+        irrevocable guarantee to the payee."""
         notice = PaymentNotice(
             request_id=request["request_id"],
             transfer_id=transfer_id,
@@ -252,16 +252,55 @@ class Payee:
             paid_at=now,
             guarantee="irrevocable",
         )
-        token = self.context.sign(notice)
-        await store.update_row(
+        return self.context.sign(notice)
+
+    async def mark_paid(
+        self,
+        connection: Connection,
+        request: dict[str, Any],
+        payee: dict[str, Any],
+        transfer_id: str,
+        notice: str,
+        now: int,
+        *,
+        stored_state: str | None,
+    ) -> bool:
+        """RESERVED -> PAID for the transfer holding it, with its signed notice queued for
+        the payee's webhook. `stored_state`: the state the row must still be in (False,
+        nothing written, if it is not); None where the caller holds the row locked or
+        wrote it in this transaction. The caller wakes the outbox once its transaction
+        has committed (before, the deliverer could look and not see the notice yet)."""
+        assert payee["payee_id"] == request["payee_id"]
+        state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
+        if not await store.update_row(
             connection,
             store.requests,
             request["request_id"],
-            {"state": state.value, "transfer_id": transfer_id, "paid_at": now, "notice": token},
-        )
+            {"state": state.value, "transfer_id": transfer_id, "paid_at": now, "notice": notice},
+            expected_state=stored_state,
+        ):
+            return False
         if payee["webhook_url"]:
-            await store.enqueue(connection, payee["webhook_url"], request["request_id"], token, now)
+            await store.enqueue(
+                connection, payee["webhook_url"], request["request_id"], notice, now
+            )
         log.info("request_paid", request_id=request["request_id"], transfer_id=transfer_id)
+        return True
+
+    async def settle_request(
+        self,
+        connection: Connection,
+        request: dict[str, Any],
+        payee: dict[str, Any],
+        transfer_id: str,
+        now: int,
+    ) -> None:
+        """RESERVED -> PAID, for a request locked (or written) in this transaction."""
+        notice = self.paid_notice(request, transfer_id, now)
+        paid = await self.mark_paid(
+            connection, request, payee, transfer_id, notice, now, stored_state=None
+        )
+        assert paid, "the request's row exists"
 
     # --- routed prepares ----------------------------------------------------------------------
 
@@ -292,10 +331,6 @@ class Payee:
         if routed.payee_processor != context.processor_id:
             raise SemopsError(E.FORBIDDEN, "the transfer is for another processor")
         digest = self._prepare_digest(routed)
-        async with context.database.read() as connection:
-            stored = await store.get_row(connection, store.inbound_transfers, routed.transfer_id)
-        if stored is not None:
-            return self._stored_answer(stored, digest)
         now = self.clock.now()
         details: TransferDetails | None = None
         refusal: SemopsError | None = None
@@ -310,16 +345,62 @@ class Payee:
             if error.spec is E.MESSAGE_NOT_YET_VALID:
                 raise
             details, refusal = None, error
+        # A copy of a prepare answered before is found by the transfer id's key when this
+        # answer is stored (IntegrityError: answered from the stored one), not by a read
+        # of every prepare first.
         try:
+            if details is not None and refusal is None:
+                answer = await self._accept_as_read(routed, details, digest, now)
+                if answer is not None:
+                    return answer
             return await self._decide_prepare(routed, digest, details, refusal, now)
-        except IntegrityError:  # a concurrent duplicate stored its answer first
-            async with context.database.read() as connection:
-                stored = await store.get_row(
-                    connection, store.inbound_transfers, routed.transfer_id
-                )
-            if stored is None:
+        except IntegrityError:  # answered before, or by a concurrent copy
+            answer = await self._stored_answer_of(routed.transfer_id, digest)
+            if answer is None:
                 raise
-            return self._stored_answer(stored, digest)
+            return answer
+
+    async def _stored_answer_of(self, transfer_id: str, digest: str) -> str | None:
+        async with self.context.database.read() as connection:
+            stored = await store.get_row(connection, store.inbound_transfers, transfer_id)
+        return self._stored_answer(stored, digest) if stored is not None else None
+
+    async def _accept_as_read(
+        self, routed: RoutedPrepare, details: TransferDetails, digest: str, now: int
+    ) -> str | None:
+        """The common case: the request read without a lock, the fulfil signed outside the
+        write, then one write that reserves the request only if it is still as read and
+        stores the answer. None when the request is not payable as read or changed
+        meanwhile: the caller decides under the request's lock."""
+        async with self.context.database.read() as connection:
+            request = await store.get_row(connection, store.requests, details.request_id)
+        if request is not None and request["transfer_id"] == routed.transfer_id:
+            return await self._stored_answer_of(routed.transfer_id, digest)  # answered before
+        try:
+            check_payable(
+                request,
+                payee_id=details.payee_id,
+                amount_minor=routed.amount_minor,
+                currency=routed.currency,
+                condition=routed.condition,
+                now=now,
+            )
+        except SemopsError:
+            return None
+        assert request is not None
+        answer, row, reserved = self._acceptance(routed, details, request, digest, now)
+        async with self.context.database.write() as connection:
+            if not await store.update_row(
+                connection,
+                store.requests,
+                request["request_id"],
+                {"state": reserved.value, "transfer_id": routed.transfer_id},
+                expected_state=request["state"],
+            ):
+                return None
+            await store.insert_row(connection, store.inbound_transfers, row)
+        self._accepted(routed, request)
+        return answer
 
     @staticmethod
     def _stored_answer(stored: dict[str, Any], digest: str) -> str:
@@ -379,16 +460,17 @@ class Payee:
             "decided_at": None,
         }
 
-    async def _accept(
+    def _acceptance(
         self,
-        connection: Connection,
         routed: RoutedPrepare,
         details: TransferDetails,
         request: dict[str, Any],
         digest: str,
         now: int,
-    ) -> str:
-        request_state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_RESERVED)
+    ) -> tuple[str, dict[str, Any], RequestState]:
+        """What accepting `routed` for `request` writes: the signed fulfil (the answer), the
+        inbound row, and the request's state after."""
+        reserved = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_RESERVED)
         state = PAYEE_TRANSFER.next(PAYEE_TRANSFER.initial, PayeeTransferEvent.ACCEPT)
         fulfil = TransferFulfil(
             transfer_id=routed.transfer_id,
@@ -399,17 +481,32 @@ class Payee:
         answer = self.context.sign(fulfil)
         row = self._inbound_row(routed, details, digest, now)
         row.update(state=state.value, reason_code=None, answer=answer)
+        return answer, row, reserved
+
+    def _accepted(self, routed: RoutedPrepare, request: dict[str, Any]) -> None:
+        self.context.metrics.inbound.labels("accepted").inc()
+        log.info(
+            "transfer_accepted", transfer_id=routed.transfer_id, request_id=request["request_id"]
+        )
+
+    async def _accept(
+        self,
+        connection: Connection,
+        routed: RoutedPrepare,
+        details: TransferDetails,
+        request: dict[str, Any],
+        digest: str,
+        now: int,
+    ) -> str:
+        answer, row, reserved = self._acceptance(routed, details, request, digest, now)
         await store.insert_row(connection, store.inbound_transfers, row)
         await store.update_row(
             connection,
             store.requests,
             request["request_id"],
-            {"state": request_state.value, "transfer_id": routed.transfer_id},
+            {"state": reserved.value, "transfer_id": routed.transfer_id},
         )
-        self.context.metrics.inbound.labels("accepted").inc()
-        log.info(
-            "transfer_accepted", transfer_id=routed.transfer_id, request_id=request["request_id"]
-        )
+        self._accepted(routed, request)
         return answer
 
     async def _reject(
@@ -442,6 +539,65 @@ class Payee:
         """The router's word on an inbound payment; False if we never saw the transfer."""
         if status.state == "reserved":
             return True  # nothing decided yet
+        if status.state == "committed" and await self._commit_as_read(status):
+            return True
+        return await self._apply_locked(status)
+
+    async def _commit_as_read(self, status: TransferStatus) -> bool:
+        """The common case: an accepted transfer committed. Its request and payee are read
+        with it (no lock), the notice signed outside the write, and one write moves the
+        transfer and the request on only if both are still as read, then credits the
+        payee (the shared settlement row last, locked for the shortest time). False, with
+        nothing written, for anything else: `_apply_locked` decides it."""
+        now = self.clock.now()
+        async with self.context.database.read() as connection:
+            found = await store.inbound_with_request(connection, status.transfer_id)
+        if found is None:
+            return False
+        inbound, request, payee = found
+        if (
+            inbound["state"] not in _COMMITTABLE
+            or request is None
+            or payee is None
+            or request["state"] != RequestState.RESERVED.value
+            or (status.amount_minor, status.currency)
+            != (inbound["amount_minor"], inbound["currency"])
+        ):
+            return False
+        transfer_id = status.transfer_id
+        notice = self.paid_notice(request, transfer_id, now)
+        try:
+            async with self.context.database.write() as connection:
+                if not await store.update_row(
+                    connection,
+                    store.inbound_transfers,
+                    transfer_id,
+                    {"state": PayeeTransferState.COMMITTED.value, "decided_at": now},
+                    expected_state=inbound["state"],
+                ):
+                    return False
+                if not await self.mark_paid(
+                    connection,
+                    request,
+                    payee,
+                    transfer_id,
+                    notice,
+                    now,
+                    stored_state=request["state"],
+                ):
+                    raise _Changed  # undo the transfer's move with the transaction
+                amount = Money(inbound["amount_minor"], inbound["currency"])
+                await accounts.credit_inbound(
+                    connection, payee["account_id"], amount, transfer_id, now
+                )
+        except _Changed:
+            return False
+        self.context.outbox_wakeup.set()  # committed: the notice is there to be seen
+        log.info("inbound_decided", transfer_id=transfer_id, state="committed")
+        return True
+
+    async def _apply_locked(self, status: TransferStatus) -> bool:
+        """Any outcome, decided on the rows locked: duplicates, aborts, conflicts."""
         event = (
             PayeeTransferEvent.COMMITTED
             if status.state == "committed"

@@ -844,6 +844,54 @@ async def stale_inbound(connection: Connection, now: int, limit: int) -> list[st
     return [str(row[0]) for row in result]
 
 
+# The request and the payee an inbound transfer pays, read with it: what the commit's
+# notice says and where the money goes, known before the write that credits it.
+_REQUEST_FIELDS: Final = (
+    "request_id",
+    "payee_id",
+    "amount_minor",
+    "currency",
+    "reference",
+    "state",
+)
+_PAYEE_FIELDS: Final = ("payee_id", "account_id", "webhook_url")
+_INBOUND_WITH_REQUEST: Final = (
+    select(
+        inbound_transfers,
+        *(requests.c[name].label(f"request_{name}") for name in _REQUEST_FIELDS),
+        *(payees.c[name].label(f"payee_{name}") for name in _PAYEE_FIELDS),
+    )
+    .select_from(
+        inbound_transfers.outerjoin(
+            requests, requests.c.request_id == inbound_transfers.c.request_id
+        ).outerjoin(payees, payees.c.payee_id == requests.c.payee_id)
+    )
+    .where(inbound_transfers.c.transfer_id == prepared.param(inbound_transfers.c.transfer_id))
+)
+
+
+async def inbound_with_request(
+    connection: Connection, transfer_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None] | None:
+    """An inbound transfer, the request it holds and that request's payee (each of the last
+    two None where there is none), in one statement; None if the transfer is unknown."""
+    found = (
+        (await connection.execute(_INBOUND_WITH_REQUEST, {"b_transfer_id": transfer_id}))
+        .mappings()
+        .first()
+    )
+    if found is None:
+        return None
+    inbound = {column.key: found[column.key] for column in inbound_transfers.c}
+    request = {name: found[f"request_{name}"] for name in _REQUEST_FIELDS}
+    payee = {name: found[f"payee_{name}"] for name in _PAYEE_FIELDS}
+    return (
+        inbound,
+        request if request["request_id"] is not None else None,
+        payee if payee["payee_id"] is not None else None,
+    )
+
+
 _enqueue: Final = insert(outbox).values(
     destination=prepared.param(outbox.c.destination),
     request_id=prepared.param(outbox.c.request_id),
