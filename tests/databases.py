@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from typing import Any
 
 import pytest
 
 from semops.devnet.postgres import create_databases, drop_databases, server_available
+from semops.store import db, postgres
 
 POSTGRES_URL = os.environ.get(
     "SEMOPS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -51,3 +53,30 @@ def postgres_or_skip() -> PostgresDatabases:
             pytest.fail(message + " and SEMOPS_REQUIRE_POSTGRES=1")
         pytest.skip(message)
     return PostgresDatabases()
+
+
+class CompiledPerCall:
+    """The statements run while this watches that SQLAlchemy cannot cache (no cache key:
+    compiled again on every call, ~0.3 ms of CPU each; a multi-row VALUES is one), on
+    either backend. A payment's path should have none."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements: list[str] = []
+        sqlite_execute = db._SqliteConnection.execute
+        postgres_compiled = postgres.PostgresBackend.compiled
+
+        async def execute(connection: Any, statement: Any, parameters: Any = None) -> Any:
+            self._check(statement)
+            return await sqlite_execute(connection, statement, parameters)
+
+        def compiled(backend: Any, statement: Any, parameters: Any, many: bool) -> Any:
+            self._check(statement)
+            return postgres_compiled(backend, statement, parameters, many)
+
+        monkeypatch.setattr(db._SqliteConnection, "execute", execute)
+        monkeypatch.setattr(postgres.PostgresBackend, "compiled", compiled)
+
+    def _check(self, statement: Any) -> None:
+        key = getattr(statement, "_generate_cache_key", None)
+        if key is not None and key() is None:
+            self.statements.append(" ".join(str(statement).split())[:100])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from semops.store.db import DatabaseStats
+from tests.databases import CompiledPerCall
 from tests.processor.network import Network, Node, enrolled_wallet, merchant, on_both
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +41,9 @@ def _copy(node: Node) -> DatabaseStats:
 
 
 @on_both
-async def test_a_routed_payment_stays_within_its_statement_budget(network: Network) -> None:
+async def test_a_routed_payment_stays_within_its_statement_budget(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bank = await network.add("bank-a")
     mno = await network.add("mno-b")
     await network.refresh_all()
@@ -48,6 +51,7 @@ async def test_a_routed_payment_stays_within_its_statement_budget(network: Netwo
     shop = await merchant(mno, "kiosk")
     created = await shop.request(1250, reference="T-42")
     bank_before, mno_before = _copy(bank), _copy(mno)
+    per_call = CompiledPerCall(monkeypatch)
     response = await wallet.pay(created["token"])
     assert response.status_code == 200, response.text
     payer, payee = _taken(bank, bank_before), _taken(mno, mno_before)
@@ -55,3 +59,4 @@ async def test_a_routed_payment_stays_within_its_statement_budget(network: Netwo
     backend = "sqlite" if bank.processor.context.database.sqlite else "postgresql"
     assert payer[0] <= PAYER_STATEMENTS_MAX[backend] and payer[1] <= PAYER_WRITES_MAX, payer
     assert payee[0] <= PAYEE_STATEMENTS_MAX and payee[1] <= PAYEE_WRITES_MAX, payee
+    assert per_call.statements == []  # every statement compiled once, not per payment

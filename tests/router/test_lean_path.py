@@ -18,6 +18,7 @@ from semops.protocol import TransferStatus
 from semops.router import service
 from semops.service import outbox
 from semops.store import router as store
+from tests.databases import CompiledPerCall
 from tests.router.test_windows import Scheme
 
 pytestmark = pytest.mark.anyio
@@ -119,13 +120,17 @@ ROUTER_STATEMENTS_MAX = {"sqlite": 6, "postgresql": 6}
 ROUTER_WRITES_MAX = 2
 
 
-async def test_a_routed_payment_stays_within_its_statement_budget(scheme: Scheme) -> None:
+async def test_a_routed_payment_stays_within_its_statement_budget(
+    scheme: Scheme, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await scheme.pay(100)  # the first one opens the position rows
     stats = scheme.database.stats
     statements, writes = stats.statements, stats.writes
+    per_call = CompiledPerCall(monkeypatch)
     _, state = await scheme.pay(100)
     assert state == "committed"
     taken = (stats.statements - statements, stats.writes - writes)
     backend = "sqlite" if scheme.database.sqlite else "postgresql"
     assert taken[0] <= ROUTER_STATEMENTS_MAX[backend], taken
     assert taken[1] <= ROUTER_WRITES_MAX, taken
+    assert per_call.statements == []  # every statement compiled once, not per payment

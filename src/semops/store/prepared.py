@@ -26,6 +26,8 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
@@ -73,6 +75,23 @@ def select_where(
     if for_update:
         query = query.with_for_update()
     return query.limit(1)
+
+
+def bound_rows(table: Table, count: int) -> Any:
+    """`count` rows of every column of `table` as bound parameters `b_<column>_<index>`,
+    as SELECT … UNION ALL SELECT …, to INSERT … FROM SELECT. The same rows as a multi-row
+    VALUES, which SQLAlchemy does not cache (it compiles that statement on every call,
+    ~0.3 ms); rows go in the order given. WHERE true lets SQLite parse an upsert after it."""
+    rows = [
+        select(
+            *(
+                bindparam(f"b_{column.key}_{index}", type_=column.type).label(column.key)
+                for column in table.c
+            )
+        ).where(true())
+        for index in range(count)
+    ]
+    return union_all(*rows) if count > 1 else rows[0]
 
 
 @functools.cache

@@ -37,7 +37,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    bindparam,
     delete,
     exists,
     func,
@@ -608,25 +607,15 @@ async def move_balance(
 
 @functools.cache
 def _insert_postings(count: int) -> Any:
-    return insert(postings).values(
-        [
-            {
-                "entry_id": bindparam(f"b_entry_id_{index}", type_=postings.c.entry_id.type),
-                "account_id": bindparam(f"b_account_id_{index}", type_=postings.c.account_id.type),
-                "amount_minor": bindparam(
-                    f"b_amount_minor_{index}", type_=postings.c.amount_minor.type
-                ),
-                "created_at": bindparam(f"b_created_at_{index}", type_=postings.c.created_at.type),
-            }
-            for index in range(count)
-        ]
+    return insert(postings).from_select(
+        [column.key for column in postings.c], prepared.bound_rows(postings, count)
     )
 
 
 async def insert_postings(
     connection: Connection, entry_id: str, amounts: list[tuple[str, int]], now: int
 ) -> None:
-    """An entry's postings, in one multi-row INSERT (balances are moved by `move_balance`)."""
+    """An entry's postings, in one INSERT (balances are moved by `move_balance`)."""
     parameters: dict[str, Any] = {}
     for index, (account_id, amount_minor) in enumerate(amounts):
         parameters[f"b_entry_id_{index}"] = entry_id

@@ -577,14 +577,8 @@ def _adjust_positions(dialect: str, count: int) -> Any:
     """`count` participants' positions in one upsert: each row's DO UPDATE adds its own
     VALUES (`excluded`), so the rows may carry different deltas."""
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_for(positions).values(
-        [
-            {
-                column.key: bindparam(f"b_{column.key}_{index}", type_=column.type)
-                for column in positions.c
-            }
-            for index in range(count)
-        ]
+    statement = insert_for(positions).from_select(
+        [column.key for column in positions.c], prepared.bound_rows(positions, count)
     )
     return statement.on_conflict_do_update(
         index_elements=["participant_id", "currency"],
@@ -785,14 +779,9 @@ _WINDOW_SUMS: Final = ("net_minor", "sent_minor", "received_minor", "sent_count"
 @functools.cache
 def _adjust_window_positions(dialect: str, count: int) -> Any:
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_for(window_positions).values(
-        [
-            {
-                column.key: bindparam(f"b_{column.key}_{index}", type_=column.type)
-                for column in window_positions.c
-            }
-            for index in range(count)
-        ]
+    statement = insert_for(window_positions).from_select(
+        [column.key for column in window_positions.c],
+        prepared.bound_rows(window_positions, count),
     )
     return statement.on_conflict_do_update(
         index_elements=["window_id", "participant_id", "currency"],
