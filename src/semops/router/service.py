@@ -698,12 +698,8 @@ class Router:
                 assert row is not None
                 ROUTER_TRANSFER.next(RouterTransferState(row["state"]), event)
             else:
-                if committed:
-                    if decided["window_id"] is None:
-                        decided["window_id"] = await self._stamp_open_window(
-                            connection, transfer_id
-                        )
-                    await self._move_positions(connection, decided, decided["window_id"])
+                if committed and decided["window_id"] is None:
+                    decided["window_id"] = await self._stamp_open_window(connection, transfer_id)
                 status_token = self._status_token(decided)
                 # The receiving side learns the outcome through the outbox; the sending side
                 # hears it in the reply, and on an abort through the outbox too, since an
@@ -719,6 +715,11 @@ class Router:
                         status_token,
                         now,
                     )
+                # Signed and queued first: the rows every commit shares (the positions, then
+                # the audit log's head) are taken last, so on PostgreSQL each is held for
+                # the fewest statements before COMMIT.
+                if committed:
+                    await self._move_positions(connection, decided, decided["window_id"])
                 await self.audit.append(
                     connection,
                     f"transfer_{target.value}",
