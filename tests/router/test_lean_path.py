@@ -112,6 +112,44 @@ async def test_a_decision_wakes_the_outbox_at_once(
         await asyncio.wait_for(background, 10)
 
 
+async def test_a_decision_goes_out_without_a_look_at_the_outbox(
+    scheme: Scheme, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deciding call hands its committed status to the running deliverer: no read of
+    the outbox per payment; the acknowledgements are marked in one batch."""
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    looks = 0
+    channel = scheme.router.outbox.channel
+    due = channel.due
+
+    async def counted_due(now: int, limit: int) -> list[dict[str, Any]]:
+        nonlocal looks
+        looks += 1
+        return await due(now, limit)
+
+    monkeypatch.setattr(channel, "due", counted_due)
+    stop = asyncio.Event()
+    background = asyncio.create_task(scheme.router.run_background(stop))
+    try:
+        await asyncio.sleep(0.2)  # the deliverer has looked once and sleeps for an hour
+        assert looks == 1
+        stats = scheme.database.stats
+        writes = stats.writes
+        for _ in range(3):
+            await asyncio.gather(*(scheme.pay(100) for _ in range(4)))
+        for _ in range(100):
+            if not await _undelivered(scheme):
+                break
+            await asyncio.sleep(0.05)
+        assert await _undelivered(scheme) == []
+        assert looks == 1  # twelve statuses delivered, the outbox never read for them
+        # 12 payments take 24 writes; their marks take far fewer than one each.
+        assert stats.writes - writes < 24 + 12, stats.writes - writes
+    finally:
+        stop.set()
+        await asyncio.wait_for(background, 10)
+
+
 # One routed payment at the router: a write recording the prepare RESERVED (the insert, which
 # reads the sender's cap; none here), a write deciding it (the transfer with its window in
 # one conditional update, both positions in one upsert per table, the outbox message, the

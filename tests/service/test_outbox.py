@@ -142,14 +142,14 @@ async def test_a_slow_destination_does_not_hold_up_the_others(
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))
     for _ in range(200):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # marks wait OUTBOX_MARK_LINGER_S
         if not set(fast) & set(box.undelivered()):
             break
     assert not set(fast) & set(box.undelivered())  # all of them, while the slow one waits
     assert set(slow) <= set(box.undelivered()) and sender.in_flight_to("slow") == 2
     release.set()
     for _ in range(200):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
         if not box.undelivered():
             break
     assert box.undelivered() == []
@@ -230,9 +230,19 @@ async def test_a_delivery_cut_off_by_a_stop_is_sent_again(box: Outbox, clock: Fi
     assert box.sent[message_id] == 2
 
 
-async def test_acknowledgements_are_recorded_in_batches_and_never_resent_meanwhile(
+async def test_acknowledgements_within_the_linger_are_marked_by_one_write(
     box: Outbox, clock: FixedClock
 ) -> None:
+    box.add("mno-b", 10)
+    sender = deliverer(box, clock, per_destination_max=4, in_flight_max=16)
+    assert await sender.deliver_due() == 10
+    assert box.marks == [10] and box.undelivered() == []
+
+
+async def test_acknowledgements_are_recorded_in_batches_and_never_resent_meanwhile(
+    box: Outbox, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_MARK_LINGER_S", 0)  # the first mark starts at once
     ids = box.add("mno-b", 10)
     box.marking = asyncio.Event()  # the first `delivered` write waits
     sender = deliverer(box, clock, per_destination_max=4, in_flight_max=16)
@@ -262,3 +272,35 @@ async def test_a_failed_record_of_delivery_leaves_the_message_due_again(
     box.delivered = original  # type: ignore[method-assign]
     assert await sender.deliver_due() == 1
     assert box.undelivered() == [] and box.sent[message_id] == 2  # at least once
+
+
+async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wake_a_look(
+    box: Outbox, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    sender = deliverer(box, clock, per_destination_max=2, in_flight_max=4)
+    ids = box.add("mno-b", 3)
+    sender.offer([box.rows[message_id] for message_id in ids])  # not running: a wake-up only
+    assert sender.in_flight == 0 and sender.wakeup.is_set()
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not box.undelivered():
+            break
+    assert box.undelivered() == []
+    release = box.hold("mno-b")
+    later = box.add("mno-b", 3)
+    sender.wakeup.clear()
+    sender.offer([box.rows[message_id] for message_id in later])
+    # Two start at once (the destination's bound); the third wakes the next look.
+    assert sender.in_flight_to("mno-b") == 2 and sender.wakeup.is_set()
+    release.set()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if not box.undelivered():
+            break
+    assert box.undelivered() == [] and set(box.sent.values()) == {1}  # none sent twice
+    stop.set()
+    sender.wakeup.set()
+    await asyncio.wait_for(running, 5)

@@ -223,7 +223,6 @@ class Router:
         self._revoked_serials: frozenset[int] = frozenset()
         self._serial = 0
         self.outbox = Deliverer(_StatusOutbox(self), clock)
-        self._outbox_wakeup = self.outbox.wakeup
         # Payments being forwarded by a request handler now, and when `redrive` last
         # resent each undecided one (in this process only: a restart forgets, and resends).
         self._forwarding: set[str] = set()
@@ -679,6 +678,7 @@ class Router:
         # The status is signed once per decision: the same token goes to the outbox and into
         # the reply (one ECDSA signature, not two, for every payment).
         status_token: str | None = None
+        queued: list[dict[str, Any]] = []
         target = ROUTER_TRANSFER.next(RouterTransferState.RESERVED, event)
         committed = target is RouterTransferState.COMMITTED
         async with self.database.write() as connection:
@@ -704,16 +704,24 @@ class Router:
                 # The receiving side learns the outcome through the outbox; the sending side
                 # hears it in the reply, and on an abort through the outbox too, since an
                 # abort may come from the sweeper long after its call ended.
-                await store.enqueue(
-                    connection, decided["payee_processor"], SCHEME_STATUS_PATH, status_token, now
-                )
-                if not committed:
+                queued.append(
                     await store.enqueue(
                         connection,
-                        decided["payer_processor"],
+                        decided["payee_processor"],
                         SCHEME_STATUS_PATH,
                         status_token,
                         now,
+                    )
+                )
+                if not committed:
+                    queued.append(
+                        await store.enqueue(
+                            connection,
+                            decided["payer_processor"],
+                            SCHEME_STATUS_PATH,
+                            status_token,
+                            now,
+                        )
                     )
                 # Signed and queued first: the rows every commit shares (the positions, then
                 # the audit log's head) are taken last, so on PostgreSQL each is held for
@@ -727,7 +735,7 @@ class Router:
                     _audited(decided),
                 )
                 row = decided
-        self._outbox_wakeup.set()
+        self.outbox.offer(queued)  # committed: on their way without a look at the outbox
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
         if status_token is None:  # decided before (a concurrent answer, the sweeper)
             status_token = self._status_token(row)

@@ -17,12 +17,17 @@ backs the whole destination off: its other due messages are not sent until the f
 one's next attempt, and are given that time (counted as an attempt) so that they leave
 the due list and cannot crowd out other destinations.
 
+A message queued by this process is offered to the deliverer once its transaction has
+committed (`offer`): started at once if a slot is free, without reading the outbox for it;
+the polls find the rest (a full destination, one backed off, what another worker queued).
+
 Acknowledgements are recorded in batches: a delivery the receiver acknowledged joins the
 next `delivered` write, which marks every message acknowledged since the previous one in
-one statement (on SQLite that write joins a group commit anyway; the batch saves a write
-transaction per message). Until its mark is committed an acknowledged message is not sent
-again by this process; if the process stops first, it is sent once more after the restart
-and acknowledged again (at least once, as always).
+one statement, after waiting OUTBOX_MARK_LINGER_S for more (on SQLite that write joins a
+group commit anyway; on PostgreSQL the batch saves a commit, an fsync, per message).
+Until its mark is committed an acknowledged message is not sent again by this process; if
+the process stops first, it is sent once more after the restart and acknowledged again (at
+least once, as always).
 
 Order. Deliveries may overtake each other. Every receiver applies what it gets by its id
 (a status by transfer id and state, a notice by request id), and each transfer or request
@@ -61,6 +66,10 @@ OUTBOX_IN_FLIGHT_MAX: Final = 16
 _PASS_LOOKS_MAX: Final = 64
 # Acknowledged messages marked delivered by one write (one IN list).
 OUTBOX_MARK_BATCH_MAX: Final = 100
+# How long the first acknowledgement of a batch waits for others before they are marked:
+# under load one write (on PostgreSQL one commit, one fsync) marks many deliveries. What
+# it costs: an acknowledged message is sent once more if the process stops within it.
+OUTBOX_MARK_LINGER_S: Final = 0.05
 
 OutboxMessage = dict[str, Any]
 
@@ -138,6 +147,7 @@ class Deliverer:
         self._acknowledged: set[int] = set()
         self._to_mark: list[OutboxMessage] = []
         self._marker: asyncio.Task[None] | None = None
+        self._running = False  # `run` is delivering: offered messages may start at once
 
     @property
     def in_flight(self) -> int:
@@ -173,6 +183,26 @@ class Deliverer:
             started += 1
         self._held_back = held_back
         return started
+
+    def offer(self, messages: list[OutboxMessage]) -> None:
+        """Messages this process just queued, their transaction committed: each starts now
+        if it may (as `start_due` would start it), the others at the next look, which is
+        woken for them. Outside `run` only the wake-up."""
+        now = self.clock.now()
+        for message in messages:
+            message_id, destination = message["message_id"], message["destination"]
+            if message_id in self._tasks or message_id in self._acknowledged:
+                continue
+            until = self._backed_off_until.get(destination)
+            if (
+                not self._running
+                or (until is not None and now < until)
+                or len(self._tasks) >= self.in_flight_max
+                or self._sending[destination] >= self.per_destination_max
+            ):
+                self.wakeup.set()
+                continue
+            self._start(message)
 
     def _start(self, message: OutboxMessage) -> None:
         message_id, destination = message["message_id"], message["destination"]
@@ -219,6 +249,7 @@ class Deliverer:
     async def _mark(self) -> None:
         """Record acknowledgements, a batch per write, until none is waiting."""
         try:
+            await asyncio.sleep(OUTBOX_MARK_LINGER_S)
             while self._to_mark:
                 batch = self._to_mark[:OUTBOX_MARK_BATCH_MAX]
                 del self._to_mark[:OUTBOX_MARK_BATCH_MAX]
@@ -259,6 +290,7 @@ class Deliverer:
         """Deliver until `stop` is set: at once when woken, else every poll interval. On
         the way out deliveries still in flight are cancelled: unacknowledged, they stay in
         the outbox and go out again."""
+        self._running = True
         try:
             while not stop.is_set():
                 self.wakeup.clear()
@@ -268,6 +300,7 @@ class Deliverer:
                     log.error("outbox_failed", error_type=type(error).__name__)
                 await _first_of(self.wakeup, stop, timeout_s=OUTBOX_POLL_INTERVAL_S)
         finally:
+            self._running = False
             tasks = list(self._tasks.values())
             for task in tasks:
                 task.cancel()
@@ -283,6 +316,7 @@ __all__ = [
     "OUTBOX_DELIVERY_TIMEOUT_S",
     "OUTBOX_IN_FLIGHT_MAX",
     "OUTBOX_MARK_BATCH_MAX",
+    "OUTBOX_MARK_LINGER_S",
     "OUTBOX_PER_DESTINATION_MAX",
     "OUTBOX_POLL_INTERVAL_S",
     "Deliverer",

@@ -851,19 +851,35 @@ async def reserved_outflows(connection: Connection, participant_id: str) -> dict
 # --- outbox -----------------------------------------------------------------------------------
 
 
-_ENQUEUE: Final = insert(outbox).values(
-    destination=prepared.param(outbox.c.destination),
-    path=prepared.param(outbox.c.path),
-    body=prepared.param(outbox.c.body),
-    attempts=0,
-    next_attempt_at=prepared.param(outbox.c.next_attempt_at),
-    delivered_at=None,
-    created_at=prepared.param(outbox.c.created_at),
+_ENQUEUE: Final = (
+    insert(outbox)
+    .values(
+        destination=prepared.param(outbox.c.destination),
+        path=prepared.param(outbox.c.path),
+        body=prepared.param(outbox.c.body),
+        attempts=0,
+        next_attempt_at=prepared.param(outbox.c.next_attempt_at),
+        delivered_at=None,
+        created_at=prepared.param(outbox.c.created_at),
+    )
+    .returning(outbox.c.message_id)
 )
 
 
-async def enqueue(connection: Connection, destination: str, path: str, body: str, now: int) -> None:
-    await connection.execute(
+async def enqueue(
+    connection: Connection, destination: str, path: str, body: str, now: int
+) -> dict[str, Any]:
+    """Queue a message; the row as stored (its id from the insert), for the deliverer."""
+    row = {
+        "destination": destination,
+        "path": path,
+        "body": body,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "delivered_at": None,
+        "created_at": now,
+    }
+    result = await connection.execute(
         _ENQUEUE,
         {
             "b_destination": destination,
@@ -873,6 +889,7 @@ async def enqueue(connection: Connection, destination: str, path: str, body: str
             "b_created_at": now,
         },
     )
+    return {"message_id": int(result.scalar_one()), **row}
 
 
 async def due_messages(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:
