@@ -115,6 +115,38 @@ def check_payable(
     return request
 
 
+def _check_routed_payable(
+    request: dict[str, Any] | None, routed: RoutedPrepare, details: TransferDetails, now: int
+) -> None:
+    """`check_payable` for the request a routed prepare names in its sealed details."""
+    check_payable(
+        request,
+        payee_id=details.payee_id,
+        amount_minor=routed.amount_minor,
+        currency=routed.currency,
+        condition=routed.condition,
+        now=now,
+    )
+
+
+async def _reserve_request(
+    connection: Connection,
+    request: dict[str, Any],
+    reserved: RequestState,
+    routed: RoutedPrepare,
+    *,
+    expected_state: str | None,
+) -> bool:
+    """The request held by `routed` (only if still in `expected_state`, when given)."""
+    return await store.update_row(
+        connection,
+        store.requests,
+        request["request_id"],
+        {"state": reserved.value, "transfer_id": routed.transfer_id},
+        expected_state=expected_state,
+    )
+
+
 class _Changed(Exception):
     """A row changed between the read and the write: the write is undone."""
 
@@ -377,25 +409,14 @@ class Payee:
         if request is not None and request["transfer_id"] == routed.transfer_id:
             return await self._stored_answer_of(routed.transfer_id, digest)  # answered before
         try:
-            check_payable(
-                request,
-                payee_id=details.payee_id,
-                amount_minor=routed.amount_minor,
-                currency=routed.currency,
-                condition=routed.condition,
-                now=now,
-            )
+            _check_routed_payable(request, routed, details, now)
         except SemopsError:
             return None
         assert request is not None
         answer, row, reserved = self._acceptance(routed, details, request, digest, now)
         async with self.context.database.write() as connection:
-            if not await store.update_row(
-                connection,
-                store.requests,
-                request["request_id"],
-                {"state": reserved.value, "transfer_id": routed.transfer_id},
-                expected_state=request["state"],
+            if not await _reserve_request(
+                connection, request, reserved, routed, expected_state=request["state"]
             ):
                 return None
             await store.insert_row(connection, store.inbound_transfers, row)
@@ -426,14 +447,7 @@ class Payee:
             # stored (IntegrityError: the caller answers from the stored one), not by a read.
             if details is not None and refusal is None:
                 try:
-                    check_payable(
-                        request,
-                        payee_id=details.payee_id,
-                        amount_minor=routed.amount_minor,
-                        currency=routed.currency,
-                        condition=routed.condition,
-                        now=now,
-                    )
+                    _check_routed_payable(request, routed, details, now)
                 except SemopsError as error:
                     refusal = error
             if refusal is None:
@@ -500,12 +514,7 @@ class Payee:
     ) -> str:
         answer, row, reserved = self._acceptance(routed, details, request, digest, now)
         await store.insert_row(connection, store.inbound_transfers, row)
-        await store.update_row(
-            connection,
-            store.requests,
-            request["request_id"],
-            {"state": reserved.value, "transfer_id": routed.transfer_id},
-        )
+        await _reserve_request(connection, request, reserved, routed, expected_state=None)
         self._accepted(routed, request)
         return answer
 
