@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -80,3 +80,14 @@ class CompiledPerCall:
         key = getattr(statement, "_generate_cache_key", None)
         if key is not None and key() is None:
             self.statements.append(" ".join(str(statement).split())[:100])
+
+
+# A processor's accounts with their balances as booked, read from outside the service: a
+# system account's row plus its postings not folded into it yet (the SQL of
+# semops.store.processor.booked_balance), the columns in the table's order.
+BOOKED_ACCOUNTS_SQL: Final = (
+    "SELECT a.account_id, a.kind, a.currency, a.balance_minor + COALESCE("
+    "(SELECT SUM(p.amount_minor) FROM postings p WHERE p.account_id = a.account_id"
+    " AND NOT p.folded), 0) AS balance_minor, a.overdraft_minor, a.status, a.created_at"
+    " FROM accounts a"
+)

@@ -5,13 +5,18 @@ services (SQLite file or PostgreSQL database), exactly as an auditor would. Two 
 are compared table by table so a failure names what changed.
 
 Two things are left out, and only these: audit-log *checkpoints* and the processors' replay
-cache. A service signs its quiet log tail in the background (semops.audit.log.SEAL_AFTER_S);
+cache; and a processor's ledger is compared as booked.
+A service signs its quiet log tail in the background (semops.audit.log.SEAL_AFTER_S);
 a checkpoint states no new fact, it signs the hash of entries already there, so it may
 appear between two snapshots without anything having happened. Every audit *entry* is
 compared. `signed_calls` holds the ids of device authorisations already spent: each call a
 wallet makes adds one, whatever its outcome, and the background pass forgets them as they
 expire (a minute), so rows come and go on their own; a replayed copy adds none (its insert
 fails on the key). Tests that are about the cache read it directly (`spent_calls`).
+A processor folds its system postings into their accounts' rows in the background
+(`semops.processor.accounts.fold`): a fold states no new fact either, so accounts are read
+with their booked balances (the row plus the postings not folded into it) and postings
+without their `folded` flag.
 
 `settled` waits until the services are quiet (two reads in a row agree), so the work a
 service finishes in the background after answering (outbox deliveries, webhooks) is part
@@ -29,12 +34,18 @@ from sqlalchemy import inspect, text
 
 from semops.audit.chain import CHECKPOINT_KIND
 from semops.store.db import Database, sqlite_url
+from tests.databases import BOOKED_ACCOUNTS_SQL
 
 Snapshot = dict[str, dict[str, list[tuple[Any, ...]]]]
 
 SETTLE_TIMEOUT_S: Final = 30.0
 UNCOMPARED_TABLES: Final = frozenset({"signed_calls"})
 _SETTLE_POLL_S: Final = 0.3
+# A processor's ledger as booked, whether or not its system postings are folded yet.
+_AS_BOOKED: Final = {
+    "accounts": BOOKED_ACCOUNTS_SQL,
+    "postings": "SELECT entry_id, account_id, amount_minor, created_at FROM postings",
+}
 
 
 def database_url(data_dir: Path, db_urls: dict[str, str], service: str) -> str:
@@ -54,7 +65,10 @@ async def _read(url: str) -> dict[str, list[tuple[Any, ...]]]:
             for name in sorted(names):
                 if name in UNCOMPARED_TABLES:
                     continue
-                rows = (await connection.execute(text(f'SELECT * FROM "{name}"'))).all()
+                query = _AS_BOOKED.get(name, f'SELECT * FROM "{name}"')
+                if name in _AS_BOOKED and "postings" not in names:
+                    query = f'SELECT * FROM "{name}"'  # not a processor's ledger
+                rows = (await connection.execute(text(query))).all()
                 kept = [
                     tuple(row)
                     for row in rows

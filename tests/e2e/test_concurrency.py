@@ -51,6 +51,7 @@ from semops.service.clock import SystemClock
 from semops.wallet.client import Answer, HttpTransport, Transport
 from semops.wallet.service import ORDERS_PATH, PaymentOutcome, Wallet
 from semops.wallet.store import WalletStore
+from tests.databases import BOOKED_ACCOUNTS_SQL
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -231,7 +232,7 @@ def _rows(network: Network, service: str, sql: str, **params: Any) -> list[dict[
 
 def _check_books(network: Network, processor_id: str) -> None:
     """DESIGN.md §7 on one processor's stored ledger, with nothing left in flight."""
-    accounts = _rows(network, processor_id, "SELECT * FROM accounts")
+    accounts = _rows(network, processor_id, BOOKED_ACCOUNTS_SQL)
     entries = _rows(network, processor_id, "SELECT entry_id, kind, transfer_ref FROM entries")
     postings = _rows(network, processor_id, "SELECT * FROM postings")
     ref_of = {entry["entry_id"]: entry["transfer_ref"] for entry in entries}

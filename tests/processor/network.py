@@ -75,6 +75,7 @@ from semops.protocol import (
 )
 from semops.service.app import JOSE, PROBLEM_JSON
 from semops.service.files import write_secret
+from semops.store import processor as store
 from semops.store.db import Database
 from semops.store.migrate import upgrade
 
@@ -790,20 +791,34 @@ async def rows(node: Node, table: str) -> list[dict[str, Any]]:
         return [dict(row) for row in result.mappings()]
 
 
+async def booked(node: Node) -> list[dict[str, Any]]:
+    """The processor's accounts with their balances as booked (system postings not folded
+    into their rows yet included)."""
+    async with node.processor.context.database.read() as connection:
+        return await store.booked_accounts(connection)
+
+
 async def check_ledger(node: Node) -> None:
-    """Every entry sums to zero and every balance equals the sum of its postings."""
+    """Every entry sums to zero, every booked balance equals the sum of its postings, and
+    every row the sum of its folded ones."""
     postings = await rows(node, "postings")
     by_entry: dict[str, int] = {}
     by_account: dict[str, int] = {}
+    folded: dict[str, int] = {}
     for posting in postings:
         by_entry[posting["entry_id"]] = (
             by_entry.get(posting["entry_id"], 0) + posting["amount_minor"]
         )
-        by_account[posting["account_id"]] = (
-            by_account.get(posting["account_id"], 0) + posting["amount_minor"]
-        )
+        account_id = posting["account_id"]
+        by_account[account_id] = by_account.get(account_id, 0) + posting["amount_minor"]
+        if posting["folded"]:
+            folded[account_id] = folded.get(account_id, 0) + posting["amount_minor"]
+        else:
+            assert ":" in account_id, f"a customer's or merchant's posting unfolded: {posting}"
     assert all(total == 0 for total in by_entry.values()), by_entry
-    for account in await rows(node, "accounts"):
+    for row in await rows(node, "accounts"):
+        assert row["balance_minor"] == folded.get(row["account_id"], 0), row
+    for account in await booked(node):
         assert account["balance_minor"] == by_account.get(account["account_id"], 0), account
         if account["kind"] in ("customer", "merchant", "suspense"):
             assert account["balance_minor"] >= -account["overdraft_minor"], account

@@ -19,13 +19,14 @@ from sqlalchemy import update
 from semops.core.errors import SemopsError
 from semops.core.ids import IdKind, make_id
 from semops.core.money import Money
-from semops.ledger import AccountKind, Posting, Reservation
+from semops.ledger import AccountKind, Reservation
 from semops.processor import accounts
-from semops.processor.accounts import _lock_order, system_account_name
+from semops.processor.accounts import system_account, system_account_name
 from semops.store import processor as store
 from tests.processor.network import (
     Network,
     Node,
+    booked,
     check_ledger,
     enrolled_wallet,
     merchant,
@@ -56,8 +57,9 @@ async def run(node: Node, operation: Any) -> Any:
 
 
 async def balance(node: Node, account_id: str) -> int:
-    async with node.processor.context.database.read() as connection:
-        return (await accounts.snapshot(connection, account_id)).balance_minor
+    """The account's balance as booked (a system account's unfolded postings included)."""
+    (found,) = (a["balance_minor"] for a in await booked(node) if a["account_id"] == account_id)
+    return int(found)
 
 
 async def test_system_accounts_are_made_once_per_currency(network: Network) -> None:
@@ -218,15 +220,70 @@ async def test_unknown_accounts_are_refused(network: Network) -> None:
     assert unknown.value.code == "account_unknown"
 
 
-def test_row_locks_are_taken_for_people_before_system_accounts() -> None:
-    postings = [
-        Posting("suspense:EUR", -5),
-        Posting("mc_zzz", 5),
-        Posting("settlement:EUR", 1),
-        Posting("ac_aaa", -1),
-    ]
-    ordered = [p.account_id for p in sorted(postings, key=_lock_order)]
-    assert ordered == ["ac_aaa", "mc_zzz", "settlement:EUR", "suspense:EUR"]
+def test_system_accounts_are_told_by_their_names() -> None:
+    suspense = system_account("suspense:EUR")
+    assert suspense is not None and (suspense.kind, suspense.currency) == ("suspense", EUR)
+    for other in ("ac_aaa", "mc_zzz", "customer:EUR", "suspense:XXX", "suspense", ":EUR"):
+        assert system_account(other) is None, other
+
+
+@on_both
+async def test_system_postings_are_folded_once_and_booked_balances_never_move(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Payments leave the system rows alone; folding moves their postings into the rows a
+    batch at a time, and what is booked is the same before, during and after."""
+    node = await network.add("bank-a")
+    payer, payee = await open_two(node)
+    for amount in (100, 200, 300):
+        held = Reservation(ref(), payer, Money(amount, EUR))
+        await run(node, lambda c, now, r=held: accounts.reserve(c, payer, r.amount, r.ref, now))
+        await run(node, lambda c, now, r=held: accounts.post_to_settlement(c, r, now))
+    await run(node, lambda c, now: accounts.credit_inbound(c, payee, Money(50, EUR), ref(), now))
+    system_rows = {
+        row["account_id"]: row["balance_minor"]
+        for row in await rows(node, "accounts")
+        if ":" in row["account_id"]
+    }
+    assert system_rows == {"funding:EUR": 0, "settlement:EUR": 0, "suspense:EUR": 0}
+    as_booked = await booked(node)
+    assert {a["account_id"]: a["balance_minor"] for a in as_booked if ":" in a["account_id"]} == {
+        "funding:EUR": -1000,
+        "settlement:EUR": 550,
+        "suspense:EUR": 0,
+    }
+    monkeypatch.setattr(accounts, "FOLD_BATCH_MAX", 4)
+    folded = []
+    while (count := await run(node, lambda c, now: accounts.fold(c))) > 0:
+        folded.append(count)
+        assert await booked(node) == as_booked
+        await check_ledger(node)
+    assert folded == [4, 4, 3]  # a deposit, 3 x (reserve, post: 3 system legs), a credit
+    assert [p for p in await rows(node, "postings") if not p["folded"]] == []
+    assert {r["account_id"]: r["balance_minor"] for r in await rows(node, "accounts")} == {
+        a["account_id"]: a["balance_minor"] for a in as_booked
+    }
+
+
+@on_both
+async def test_two_folds_at_once_fold_each_posting_once(network: Network) -> None:
+    """On PostgreSQL the second fold waits on the rows the first marks, then finds them
+    folded and skips them (SQLite runs one writer at a time)."""
+    node = await network.add("bank-a")
+    payer, _ = await open_two(node)
+    for amount in (10, 20, 30):
+        await run(
+            node, lambda c, now, a=amount: accounts.reserve(c, payer, Money(a, EUR), ref(), now)
+        )
+    as_booked = await booked(node)
+
+    async def fold_once() -> int:
+        async with node.processor.context.database.write() as connection:
+            return await accounts.fold(connection)
+
+    assert sorted(await asyncio.gather(fold_once(), fold_once())) == [0, 4]
+    assert await booked(node) == as_booked
+    await check_ledger(node)
 
 
 # --- conservation under any sequence of operations -----------------------------------------
@@ -283,7 +340,7 @@ async def _run_steps(root: Path, plan: list[Step]) -> None:
                 assert response.json()["state"] == "completed"
                 refunded += min(amount, paid_amount)
         await check_ledger(bank)
-        balances = {row["account_id"]: row["balance_minor"] for row in await rows(bank, "accounts")}
+        balances = {row["account_id"]: row["balance_minor"] for row in await booked(bank)}
         people = sum(balances[w.account_id] for w in wallets) + balances[shop.account_id]
         assert people == deposited  # payments and refunds only move money between them
         assert balances["suspense:EUR"] == 0 and balances["funding:EUR"] == -deposited

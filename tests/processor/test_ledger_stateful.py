@@ -122,12 +122,18 @@ class StoredLedgerMachine(RuleBasedStateMachine):
             return await operation(connection, NOW)
 
     async def _books(self) -> tuple[list[dict[str, Any]], ...]:
+        """The accounts as booked (system postings folded or not), entries and postings."""
         async with self.database.read() as connection:
-            tables = []
-            for table in (store.accounts, store.entries, store.postings):
+            tables = [await store.booked_accounts(connection)]
+            for table in (store.entries, store.postings):
                 result = await connection.execute(select(table))
                 tables.append([dict(row) for row in result.mappings()])
         return tuple(tables)
+
+    async def _rows(self) -> dict[str, int]:
+        async with self.database.read() as connection:
+            result = await connection.execute(select(store.accounts))
+            return {row["account_id"]: int(row["balance_minor"]) for row in result.mappings()}
 
     def books(self) -> tuple[list[dict[str, Any]], ...]:
         return tuple(self.run(self._books()))
@@ -289,6 +295,13 @@ class StoredLedgerMachine(RuleBasedStateMachine):
         self.execute(None, operation)
         self.blocked.symmetric_difference_update({account_id})
 
+    @rule()
+    def fold(self) -> None:
+        """System postings folded into their rows (any time): nothing booked changes."""
+        before = self.books()
+        self.run(self._write(lambda connection, now: accounts.fold(connection)))
+        assert self.books()[0] == before[0]
+
     @precondition(lambda self: bool(self.done))
     @rule(pick=picks)
     def retry(self, pick: int) -> None:
@@ -369,6 +382,13 @@ class StoredLedgerMachine(RuleBasedStateMachine):
         assert all(total == 0 for total in by_transfer.values()), by_transfer
         assert replayed == stored, "replaying the postings does not give the stored balances"
         assert stored == self.expected
+        folded = dict.fromkeys(stored, 0)
+        for posting in posting_rows:
+            if posting["folded"]:
+                folded[posting["account_id"]] += int(posting["amount_minor"])
+            else:
+                assert posting["account_id"] in (FUNDING, SUSPENSE, SETTLEMENT), posting
+        assert self.run(self._rows()) == folded, "a row is not the sum of its folded postings"
 
         for row in account_rows:
             if row["account_id"] in LIMITED:

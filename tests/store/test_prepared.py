@@ -100,7 +100,12 @@ async def _processor_checks(database: Database) -> None:
         assert await p.update_row(c, p.orders, "missing", {"state": "prepared"}) is False
         with pytest.raises(CompileError):
             await p.update_row(c, p.orders, "o1", {"no_such_column": 1})
-        await p.write_entry(c, "t1:reserve", "reserve", "t1", "EUR", [("acc1", -100)], 7)
+        assert await p.insert_entry_if_new(c, "t1:reserve", "reserve", "t1", "EUR", 7)
+        assert not await p.insert_entry_if_new(c, "t1:reserve", "reserve", "t1", "EUR", 7)
+        moved = await p.move_balance(c, "acc1", -100, 10**17)
+        assert moved is not None and moved["balance_minor"] == -100
+        assert await p.move_balance(c, "acc1", -(10**17), 10**17) is None  # out of range
+        await p.insert_postings(c, "t1:reserve", [("acc1", -100, True)], 7)
         await p.enqueue(c, "https://shop", "r1", "{}", 3)
         await audit.insert_entry(
             c,

@@ -514,6 +514,14 @@ async def _rows(database: Database, table: Any, key: str) -> dict[str, dict[str,
         return {str(row[key]): dict(row) for row in result.mappings()}
 
 
+async def _booked_accounts(database: Database) -> dict[str, dict[str, Any]]:
+    """A processor's accounts with their balances as booked (system postings included
+    whether or not they are folded into the rows yet)."""
+    async with database.read() as connection:
+        rows = await processor_tables.booked_accounts(connection)
+        return {str(row["account_id"]): row for row in rows}
+
+
 async def _count(database: Database, table: Any) -> int:
     async with database.read() as connection:
         query = select(func.count()).select_from(table).where(table.c.delivered_at.is_(None))
@@ -530,7 +538,7 @@ async def read_snapshot(proxied: ProxiedNetwork) -> Snapshot:
                 orders=await _rows(database, processor_tables.orders, "order_id"),
                 inbound=await _rows(database, processor_tables.inbound_transfers, "transfer_id"),
                 requests=await _rows(database, processor_tables.requests, "request_id"),
-                accounts=await _rows(database, processor_tables.accounts, "account_id"),
+                accounts=await _booked_accounts(database),
                 deposits_minor=sum(int(row["amount_minor"]) for row in deposits.values()),
                 outbox_pending=await _count(database, processor_tables.outbox),
                 refusals=await _rows(database, processor_tables.order_refusals, "order_id"),

@@ -17,6 +17,7 @@ from semops.ledger.model import (
     EntryKind,
     Posting,
     Reservation,
+    SystemAccount,
     entry_id_for,
 )
 from semops.ledger.planning import (
@@ -67,6 +68,7 @@ __all__ = [
     "Outcome",
     "Posting",
     "Reservation",
+    "SystemAccount",
     "add_account",
     "apply_entry",
     "check_closing",

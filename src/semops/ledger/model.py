@@ -35,6 +35,7 @@ __all__ = [
     "EntryKind",
     "Posting",
     "Reservation",
+    "SystemAccount",
     "entry_id_for",
 ]
 
@@ -131,6 +132,24 @@ class AccountSnapshot:
         if self.kind is AccountKind.SUSPENSE:
             return 0
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemAccount:
+    """A suspense, settlement or funding account as a decision sees it: which one, not its
+    balance. No decision depends on a system balance (every payment moves them, so none is
+    read or written per payment): suspense is the sum of the open reservations by
+    construction, and that is checked over the whole ledger (`check_invariants`), not per
+    entry."""
+
+    account_id: str
+    kind: AccountKind
+    currency: str
+
+    def __post_init__(self) -> None:
+        _check_account_id(self.account_id)
+        if self.kind not in SYSTEM_KINDS or self.currency not in CURRENCY_SCALES:
+            raise ValueError(f"{self.account_id}: not a system account of a known currency")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,12 @@ blocked one can receive but not send. Per currency the processor keeps exactly o
 `settlement` (its position against the router; unbounded either way) and `funding` (the
 outside world; it goes negative by exactly the money customers hold, so the trial balance
 still sums to zero). Limits are checked only on the accounts an entry debits: an account
-already below its floor may always receive.
+already below its floor may always receive. No decision reads a system account's balance
+(`SystemAccount` carries none): every payment moves suspense and settlement, so a shell
+that had to read or lock them per entry would serialise every payment on two rows. The
+one limit a system account has, suspense never below zero, holds by construction (a
+reservation is closed once, with exactly its own amount) and is checked over the whole
+ledger (`check_invariants`; the database shell when it folds system postings).
 
 Operations. Each writes one two-posting entry, identified by `entry_id_for(ref, kind)`:
 
@@ -43,10 +48,10 @@ the accounts exist -> their kinds -> their currencies -> the new balances are re
 -> the debited account is not blocked -> its funds. Operating errors raise `SemopsError` and
 change nothing.
 
-Two faces of the same decisions. The database shell loads only the accounts an operation
-touches, calls a `plan_*` function with their snapshots, writes the returned entry's
-postings and the new balances in one transaction, then re-reads the balances and calls
-`check_limits` again before committing ("check before write and again after read"). The
+Two faces of the same decisions. The database shell loads the customer or merchant account
+an operation touches, calls a `plan_*` function with its snapshot, writes the returned
+entry's postings and the new balance in one transaction, and calls `check_limits` again on
+the balance as written before committing ("check before write and again after read"). The
 in-memory `LedgerState` in `semops.ledger.state` calls exactly the same functions.
 System accounts are chosen by the caller by kind and currency, so a wrong one handed to a
 `plan_*` function is a programming error and an `assert`; the customer-chosen accounts get
@@ -74,6 +79,7 @@ from semops.ledger.model import (
     EntryKind,
     Posting,
     Reservation,
+    SystemAccount,
     entry_id_for,
 )
 
@@ -158,17 +164,20 @@ def check_closing(previous: Closure | None, requested: Closure) -> bool:
 
 
 def apply_entry(
-    accounts: Mapping[str, AccountSnapshot], entry: Entry
+    accounts: Mapping[str, AccountSnapshot], entry: Entry, *, only_loaded: bool = False
 ) -> dict[str, AccountSnapshot]:
     """The accounts with the entry's postings added to their balances.
 
-    Every account the entry touches must be in `accounts` and in the entry's currency (the
-    caller loaded the wrong rows otherwise: an assert). A balance that would leave the
-    representable range is refused with `amount_out_of_range`; nothing is changed.
+    Every account the entry touches must be in `accounts` (unless `only_loaded`: then the
+    postings to others are left out) and in the entry's currency (the caller loaded the
+    wrong rows otherwise: an assert). A balance that would leave the representable range is
+    refused with `amount_out_of_range`; nothing is changed.
     """
     after = dict(accounts)
     for posting in entry.postings:
         account = after.get(posting.account_id)
+        if account is None and only_loaded:
+            continue
         assert account is not None, f"{entry.entry_id}: account {posting.account_id} not loaded"
         assert account.currency == entry.currency, (
             f"{entry.entry_id}: {entry.currency} posting to {account.currency} account"
@@ -184,20 +193,19 @@ def apply_entry(
 
 
 def check_limits(entry: Entry, accounts_after: Mapping[str, AccountSnapshot]) -> None:
-    """Refuse an entry whose debited accounts are not allowed to send this much.
+    """Refuse an entry whose debited customer or merchant account may not send this much.
 
-    Called on the planned balances before writing and on the re-read balances before
-    committing. Only debited accounts are checked, so money can always arrive. A blocked
-    limited account that sends is `account_blocked`; one that ends below `-overdraft` is
-    `insufficient_funds`. Suspense below zero means a reservation was closed twice or never
-    made: corrupt state, an assert.
+    `accounts_after` holds the entry's customer and merchant accounts with the entry applied
+    (system accounts have no limit per entry: module docstring). Called on the planned
+    balances before writing and on the balances as written before committing. Only debited
+    accounts are checked, so money can always arrive. A blocked limited account that sends
+    is `account_blocked`; one that ends below `-overdraft` is `insufficient_funds`.
     """
     for posting in entry.postings:
         if posting.amount_minor > 0:
             continue
         account = accounts_after.get(posting.account_id)
-        assert account is not None, f"{entry.entry_id}: account {posting.account_id} not loaded"
-        if account.kind in LIMITED_KINDS:
+        if account is not None and account.kind in LIMITED_KINDS:
             if account.status is AccountStatus.BLOCKED:
                 raise SemopsError(E.ACCOUNT_BLOCKED, f"account {account.account_id} is blocked")
             if account.balance_minor < -account.overdraft_minor:
@@ -205,8 +213,6 @@ def check_limits(entry: Entry, accounts_after: Mapping[str, AccountSnapshot]) ->
                     E.INSUFFICIENT_FUNDS,
                     f"account {account.account_id} cannot cover {-posting.amount_minor}",
                 )
-        elif account.kind is AccountKind.SUSPENSE:
-            assert account.balance_minor >= 0, f"{entry.entry_id}: suspense below zero"
 
 
 def replay_balances(entries: Iterable[Entry]) -> dict[str, int]:
@@ -224,7 +230,10 @@ def replay_balances(entries: Iterable[Entry]) -> dict[str, int]:
 
 
 def _require_party(
-    account: AccountSnapshot, kinds: frozenset[AccountKind], currency: str, role: str
+    account: AccountSnapshot | SystemAccount,
+    kinds: frozenset[AccountKind],
+    currency: str,
+    role: str,
 ) -> None:
     """A customer-chosen account: the wrong kind or currency is an operating error."""
     if account.kind not in kinds:
@@ -241,24 +250,29 @@ def _require_party(
         )
 
 
-def _require_system(account: AccountSnapshot, kind: AccountKind, currency: str) -> None:
+def _require_system(account: SystemAccount, kind: AccountKind, currency: str) -> None:
     """A system account is picked by the caller by kind and currency: a wrong one is a bug."""
     assert account.kind is kind, f"expected the {kind} account, got {account.kind}"
     assert account.currency == currency, f"expected the {currency} {kind} account"
 
 
-def _planned(entry: Entry, *accounts: AccountSnapshot) -> Entry:
-    after = apply_entry({account.account_id: account for account in accounts}, entry)
-    check_limits(entry, after)
+def _planned(entry: Entry, *accounts: AccountSnapshot | SystemAccount) -> Entry:
+    """The entry, if its customer or merchant account may take it: the new balance is
+    representable and, if debited, within its limits. System accounts are not checked."""
+    assert {p.account_id for p in entry.postings} == {a.account_id for a in accounts}, entry
+    parties = {
+        account.account_id: account
+        for account in accounts
+        if isinstance(account, AccountSnapshot) and account.kind in LIMITED_KINDS
+    }
+    check_limits(entry, apply_entry(parties, entry, only_loaded=True))
     return entry
 
 
 # --- One planning function per operation ---------------------------------------------------
 
 
-def plan_reserve(
-    payer: AccountSnapshot, suspense: AccountSnapshot, amount: Money, ref: str
-) -> Entry:
+def plan_reserve(payer: AccountSnapshot, suspense: SystemAccount, amount: Money, ref: str) -> Entry:
     """Hold `amount` of the payer's money in suspense for transfer `ref`."""
     check_request(ref, amount)
     _require_party(payer, LIMITED_KINDS, amount.currency, "payer")
@@ -268,7 +282,7 @@ def plan_reserve(
 
 
 def plan_post(
-    reservation: Reservation, suspense: AccountSnapshot, to_account: AccountSnapshot
+    reservation: Reservation, suspense: SystemAccount, to_account: AccountSnapshot | SystemAccount
 ) -> Entry:
     """Complete a reservation: exactly the reserved amount, suspense -> `to_account`."""
     amount = reservation.amount
@@ -280,7 +294,7 @@ def plan_post(
     return _planned(entry, suspense, to_account)
 
 
-def plan_void(reservation: Reservation, suspense: AccountSnapshot, payer: AccountSnapshot) -> Entry:
+def plan_void(reservation: Reservation, suspense: SystemAccount, payer: AccountSnapshot) -> Entry:
     """Release a reservation: exactly the reserved amount, suspense -> back to the payer."""
     amount = reservation.amount
     assert payer.account_id == reservation.payer_account_id, "void to the reserving payer"
@@ -293,7 +307,7 @@ def plan_void(reservation: Reservation, suspense: AccountSnapshot, payer: Accoun
 
 
 def plan_credit_inbound(
-    settlement: AccountSnapshot, to_account: AccountSnapshot, amount: Money, ref: str
+    settlement: SystemAccount, to_account: AccountSnapshot, amount: Money, ref: str
 ) -> Entry:
     """Money arriving through the router: settlement -> a merchant or customer here."""
     check_request(ref, amount)
@@ -306,7 +320,7 @@ def plan_credit_inbound(
 
 
 def plan_deposit(
-    account: AccountSnapshot, funding: AccountSnapshot, amount: Money, ref: str
+    account: AccountSnapshot, funding: SystemAccount, amount: Money, ref: str
 ) -> Entry:
     """Money entering the system from outside: funding -> the account."""
     check_request(ref, amount)
@@ -317,7 +331,7 @@ def plan_deposit(
 
 
 def plan_withdraw(
-    account: AccountSnapshot, funding: AccountSnapshot, amount: Money, ref: str
+    account: AccountSnapshot, funding: SystemAccount, amount: Money, ref: str
 ) -> Entry:
     """Money leaving the system: the account -> funding, if the account can cover it."""
     check_request(ref, amount)

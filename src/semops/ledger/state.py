@@ -37,6 +37,7 @@ from semops.ledger.model import (
     Entry,
     EntryKind,
     Reservation,
+    SystemAccount,
     entry_id_for,
 )
 from semops.ledger.planning import (
@@ -101,11 +102,12 @@ class LedgerState:
     def balance_of(self, account_id: str) -> int:
         return self.account(account_id).balance_minor
 
-    def system_account(self, kind: AccountKind, currency: str) -> AccountSnapshot:
-        """The suspense, settlement or funding account of a currency the ledger holds."""
+    def system_account(self, kind: AccountKind, currency: str) -> SystemAccount:
+        """The suspense, settlement or funding account of a currency the ledger holds (its
+        balance: `balance_of`)."""
         account_id = self.system_ids.get((kind, currency))
         assert account_id is not None, f"no {currency} {kind} account"
-        return self.accounts[account_id]
+        return SystemAccount(account_id, kind, currency)
 
     def closure_of(self, ref: str) -> Closure | None:
         """How the reservation `ref` was closed, read from the journal; None if it was not."""

@@ -1,15 +1,17 @@
 """The processor's ledger in its database: the shell around `semops.ledger` planning.
 
 Theory of operation. Every money movement is one call here, inside the caller's write
-transaction, and follows prefetch -> decide -> write -> re-check:
+transaction, three statements on the way through (`_apply`): the entry row (its unique key
+decides "new"), the customer's or merchant's balance moved by one UPDATE ... RETURNING (on
+PostgreSQL it locks that row to COMMIT), and the postings. The `plan_*` function of
+`semops.ledger` decides on the balance before (the row after minus the posting) and
+`check_limits` on the balance as written, so a limit can never be broken by a concurrent
+writer; a refusal undoes what the call wrote before it is raised.
 
-1. prefetch: the account snapshots the operation touches (the debited customer or merchant
-   row locked FOR UPDATE on PostgreSQL; SQLite writers are already serialised);
-2. decide: a `plan_*` function of `semops.ledger` returns the entry (or raises the
-   operating error: insufficient funds, blocked account, ...);
-3. write: the entry, its postings and the balance changes, in the same transaction;
-4. re-check: the touched balances are read again and `check_limits` runs once more
-   before the caller commits, so a limit can never be broken by a concurrent writer.
+System accounts (suspense, settlement, funding) are touched by every payment, so no
+payment reads or writes their rows: their postings go in unfolded, and a system balance is
+its row plus its unfolded postings (`store.booked_balance`). `fold` adds them into the rows
+in batches, off the payment path, and checks that suspense is not below zero.
 
 Entry ids derive from (reference, kind), so a repeated operation finds its stored entry:
 the same content is a no-op, other content `idempotency_conflict`; closing a reservation a
@@ -22,9 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final, NoReturn
 
+import structlog
+
 from semops.core.errors import E, SemopsError
 from semops.core.limits import BALANCE_ABS_MAX_MINOR
-from semops.core.money import Money
+from semops.core.money import CURRENCY_SCALES, Money
 from semops.ledger import (
     SYSTEM_KINDS,
     AccountKind,
@@ -36,6 +40,7 @@ from semops.ledger import (
     EntryKind,
     Posting,
     Reservation,
+    SystemAccount,
     check_closing,
     check_limits,
     check_repeat,
@@ -52,11 +57,29 @@ from semops.ledger import (
 from semops.store import processor as store
 from semops.store.db import Connection
 
+log = structlog.get_logger("semops.processor.accounts")
+
 _CLOSINGS: Final = ((EntryKind.POST, ClosureKind.POSTED), (EntryKind.VOID, ClosureKind.VOIDED))
+# Unfolded system postings folded into their rows per write transaction (`fold`).
+FOLD_BATCH_MAX: Final = 5_000
+_SYSTEM_KIND_NAMES: Final = frozenset(kind.value for kind in SYSTEM_KINDS)
 
 
 def system_account_name(kind: AccountKind, currency: str) -> str:
     return f"{kind.value}:{currency}"
+
+
+def system_account(account_id: str) -> SystemAccount | None:
+    """The system account an id names ("<kind>:<currency>"), or None for any other id
+    (customer and merchant ids never contain ':')."""
+    kind, separator, currency = account_id.partition(":")
+    if not separator or kind not in _SYSTEM_KIND_NAMES or currency not in CURRENCY_SCALES:
+        return None
+    return SystemAccount(account_id, AccountKind(kind), currency)
+
+
+def _system(kind: AccountKind, currency: str) -> SystemAccount:
+    return SystemAccount(system_account_name(kind, currency), kind, currency)
 
 
 def _snapshot(row: dict[str, Any]) -> AccountSnapshot:
@@ -76,15 +99,6 @@ async def snapshot(
     row = await store.get_row(connection, store.accounts, account_id, for_update=for_update)
     if row is None:
         raise SemopsError(E.ACCOUNT_UNKNOWN)
-    return _snapshot(row)
-
-
-async def system_snapshot(
-    connection: Connection, kind: AccountKind, currency: str
-) -> AccountSnapshot:
-    assert kind in SYSTEM_KINDS, kind
-    row = await store.get_row(connection, store.accounts, system_account_name(kind, currency))
-    assert row is not None, f"no {currency} {kind} account: open_account creates them"
     return _snapshot(row)
 
 
@@ -145,37 +159,24 @@ async def lock_accounts(connection: Connection, account_ids: list[str]) -> None:
 
 
 def _is_system(posting: Posting) -> bool:
-    # System accounts are named "<kind>:<currency>"; ours never contain ':'.
-    return ":" in posting.account_id
+    return system_account(posting.account_id) is not None
 
 
-def _lock_order(posting: Posting) -> tuple[bool, str]:
-    # Customer and merchant rows before the shared system rows (suspense, settlement,
-    # funding): every transaction takes row locks in the same order, so none deadlock, and
-    # the hot system rows are locked last, for the shortest time.
-    return _is_system(posting), posting.account_id
-
-
-# The `plan_*` decision of one operation, over the snapshots of the accounts it touches as
-# they were before it (keyed by account id).
+# The `plan_*` decision of one operation, over the snapshots of the customer and merchant
+# accounts it touches as they were before it (keyed by account id).
 Plan = Callable[[Mapping[str, AccountSnapshot]], Entry]
 
 
 async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) -> bool:
     """Write `intended` if its entry is new; False if its unique key is taken (the caller
-    tells a retry from a conflict). Four statements on the way through.
+    tells a retry from a conflict). Three statements on the way through (module docstring).
 
-    The entry row is inserted first (its unique keys decide "new"), then each balance is
-    moved by one UPDATE ... RETURNING, in lock order, which hands back the row as it is
-    after; the postings go in between the customer or merchant rows (whose UPDATE finds
-    out whether they exist) and the system rows. The balances before follow from the rows
-    after, and the same `plan_*` function decides on them as on a prefetched snapshot;
-    `check_limits` runs on the balances after, read in the very statement that wrote them.
-    A refusal undoes what this call changed (the balances moved back, the postings and the
-    entry row deleted) before it is raised, so it changes nothing, as before. The system
-    rows come last because every payment shares them (suspense, settlement) and on
-    PostgreSQL each stays locked until COMMIT: the fewer statements after them, the shorter
-    everyone else waits.
+    The customer or merchant rows are moved in id order (at most one per operation today),
+    each by one UPDATE ... RETURNING that hands back the row as it is after: the balance
+    before follows, `plan` decides on it exactly as on a prefetched snapshot, and
+    `check_limits` runs on the balance as written. Only then are the postings inserted
+    (the system ones unfolded), so a refusal undoes only the balance moves and the entry
+    row before it is raised, and changes nothing.
     """
     if not await store.insert_entry_if_new(
         connection,
@@ -186,21 +187,18 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
         now,
     ):
         return False
-    ordered = sorted(intended.postings, key=_lock_order)
-    after: dict[str, AccountSnapshot] = {}
-    for posting in (p for p in ordered if not _is_system(p)):
-        await _move(connection, intended, plan, posting, after)
-    await store.insert_postings(
-        connection, intended.entry_id, [(p.account_id, p.amount_minor) for p in ordered], now
+    parties = sorted(
+        (p for p in intended.postings if not _is_system(p)), key=lambda p: p.account_id
     )
-    for posting in (p for p in ordered if _is_system(p)):
+    after: dict[str, AccountSnapshot] = {}
+    for posting in parties:
         await _move(connection, intended, plan, posting, after)
     before = {
         posting.account_id: replace(
             after[posting.account_id],
             balance_minor=after[posting.account_id].balance_minor - posting.amount_minor,
         )
-        for posting in ordered
+        for posting in parties
     }
     try:
         entry = plan(before)
@@ -209,6 +207,12 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
     except SemopsError:
         await _undo(connection, intended, after)
         raise
+    await store.insert_postings(
+        connection,
+        intended.entry_id,
+        [(p.account_id, p.amount_minor, not _is_system(p)) for p in intended.postings],
+        now,
+    )
     return True
 
 
@@ -234,8 +238,7 @@ async def _move(
 async def _undo(
     connection: Connection, intended: Entry, moved: Mapping[str, AccountSnapshot]
 ) -> None:
-    """Take back the balance moves, the postings and the entry row `_apply` wrote for a
-    refused entry."""
+    """Take back the balance moves and the entry row `_apply` wrote for a refused entry."""
     for posting in reversed(intended.postings):
         if posting.account_id in moved:
             row = await store.move_balance(
@@ -246,17 +249,26 @@ async def _undo(
 
 
 async def _refuse(connection: Connection, intended: Entry, plan: Plan) -> NoReturn:
-    """The operating error for an entry whose balances could not be moved, decided by its
+    """The operating error for an entry whose balance could not be moved, decided by its
     `plan_*` function on snapshots read now (an unknown account raises on the read)."""
     accounts_before: dict[str, AccountSnapshot] = {}
-    for posting in sorted(intended.postings, key=_lock_order):
+    for posting in intended.postings:
+        if _is_system(posting):
+            continue
         row = await store.get_row(connection, store.accounts, posting.account_id)
         if row is None:
-            assert not _is_system(posting), f"no {posting.account_id} account"
             raise SemopsError(E.ACCOUNT_UNKNOWN)
         accounts_before[posting.account_id] = _snapshot(row)
     plan(accounts_before)
     raise AssertionError(f"{intended.entry_id}: refused by the database, not by its plan")
+
+
+def _party(before: Mapping[str, AccountSnapshot], account_id: str) -> AccountSnapshot:
+    """The customer or merchant account an operation names; a system account there is the
+    caller's mistake, refused as its plan would refuse a wrong kind."""
+    if account_id not in before:
+        raise SemopsError(E.VALIDATION_FAILED, f"{account_id} is not a customer or merchant")
+    return before[account_id]
 
 
 async def _repeat(connection: Connection, intended: Entry) -> None:
@@ -276,12 +288,12 @@ async def _closed(connection: Connection, ref: str, requested: Closure) -> bool:
 async def reserve(connection: Connection, payer_id: str, amount: Money, ref: str, now: int) -> None:
     """Hold `amount` of the payer's money in suspense for transfer or refund `ref`."""
     check_request(ref, amount)
-    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
-    intended = move_entry(EntryKind.RESERVE, ref, amount, payer_id, suspense_id)
+    suspense = _system(AccountKind.SUSPENSE, amount.currency)
+    intended = move_entry(EntryKind.RESERVE, ref, amount, payer_id, suspense.account_id)
     if not await _apply(
         connection,
         intended,
-        lambda before: plan_reserve(before[payer_id], before[suspense_id], amount, ref),
+        lambda before: plan_reserve(_party(before, payer_id), suspense, amount, ref),
         now,
     ):
         await _repeat(connection, intended)
@@ -301,12 +313,15 @@ async def post(
 ) -> bool:
     """Complete a reservation to `to_account_id`; False if it already was (a retry)."""
     amount = reservation.amount
-    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
-    intended = move_entry(EntryKind.POST, reservation.ref, amount, suspense_id, to_account_id)
+    suspense = _system(AccountKind.SUSPENSE, amount.currency)
+    to_system = system_account(to_account_id)
+    intended = move_entry(
+        EntryKind.POST, reservation.ref, amount, suspense.account_id, to_account_id
+    )
     if await _apply(
         connection,
         intended,
-        lambda before: plan_post(reservation, before[suspense_id], before[to_account_id]),
+        lambda before: plan_post(reservation, suspense, to_system or _party(before, to_account_id)),
         now,
     ):
         return True
@@ -322,12 +337,12 @@ async def void(connection: Connection, reservation: Reservation, now: int) -> bo
     """Release a reservation back to its payer; False if it already was (a retry)."""
     amount = reservation.amount
     payer_id = reservation.payer_account_id
-    suspense_id = system_account_name(AccountKind.SUSPENSE, amount.currency)
-    intended = move_entry(EntryKind.VOID, reservation.ref, amount, suspense_id, payer_id)
+    suspense = _system(AccountKind.SUSPENSE, amount.currency)
+    intended = move_entry(EntryKind.VOID, reservation.ref, amount, suspense.account_id, payer_id)
     if await _apply(
         connection,
         intended,
-        lambda before: plan_void(reservation, before[suspense_id], before[payer_id]),
+        lambda before: plan_void(reservation, suspense, _party(before, payer_id)),
         now,
     ):
         return True
@@ -339,14 +354,14 @@ async def credit_inbound(
 ) -> None:
     """Money that arrived through the router: settlement -> a merchant or customer."""
     check_request(ref, amount)
-    settlement_id = system_account_name(AccountKind.SETTLEMENT, amount.currency)
-    intended = move_entry(EntryKind.CREDIT_INBOUND, ref, amount, settlement_id, to_account_id)
+    settlement = _system(AccountKind.SETTLEMENT, amount.currency)
+    intended = move_entry(
+        EntryKind.CREDIT_INBOUND, ref, amount, settlement.account_id, to_account_id
+    )
     if not await _apply(
         connection,
         intended,
-        lambda before: plan_credit_inbound(
-            before[settlement_id], before[to_account_id], amount, ref
-        ),
+        lambda before: plan_credit_inbound(settlement, _party(before, to_account_id), amount, ref),
         now,
     ):
         await _repeat(connection, intended)
@@ -357,12 +372,12 @@ async def deposit(
 ) -> None:
     """Money entering from outside (cash in, a bank transfer): funding -> the account."""
     check_request(ref, amount)
-    funding_id = system_account_name(AccountKind.FUNDING, amount.currency)
-    intended = move_entry(EntryKind.DEPOSIT, ref, amount, funding_id, account_id)
+    funding = _system(AccountKind.FUNDING, amount.currency)
+    intended = move_entry(EntryKind.DEPOSIT, ref, amount, funding.account_id, account_id)
     if not await _apply(
         connection,
         intended,
-        lambda before: plan_deposit(before[account_id], before[funding_id], amount, ref),
+        lambda before: plan_deposit(_party(before, account_id), funding, amount, ref),
         now,
     ):
         await _repeat(connection, intended)
@@ -373,12 +388,12 @@ async def withdraw(
 ) -> None:
     """Money leaving to the outside (cash out, a payout): the account -> funding."""
     check_request(ref, amount)
-    funding_id = system_account_name(AccountKind.FUNDING, amount.currency)
-    intended = move_entry(EntryKind.WITHDRAW, ref, amount, account_id, funding_id)
+    funding = _system(AccountKind.FUNDING, amount.currency)
+    intended = move_entry(EntryKind.WITHDRAW, ref, amount, account_id, funding.account_id)
     if not await _apply(
         connection,
         intended,
-        lambda before: plan_withdraw(before[account_id], before[funding_id], amount, ref),
+        lambda before: plan_withdraw(_party(before, account_id), funding, amount, ref),
         now,
     ):
         await _repeat(connection, intended)
@@ -398,3 +413,16 @@ async def balance_view(connection: Connection, account_id: str) -> dict[str, Any
         "balance_minor": account.balance_minor + held,
         "available_minor": account.balance_minor + account.overdraft_minor,
     }
+
+
+async def fold(connection: Connection) -> int:
+    """Fold up to FOLD_BATCH_MAX unfolded system postings into their accounts' rows, in
+    the caller's write transaction; how many it folded. Then every booked
+    suspense balance must be at least zero: below is corrupt state (a reservation closed
+    twice or never made), logged as an error every fold until someone looks."""
+    folded, _ = await store.fold_system_postings(connection, FOLD_BATCH_MAX)
+    suspense = await store.booked_balances_of_kind(connection, AccountKind.SUSPENSE.value)
+    for account_id, balance_minor in suspense.items():
+        if balance_minor < 0:
+            log.error("suspense_below_zero", account_id=account_id, balance_minor=balance_minor)
+    return folded

@@ -50,6 +50,8 @@ log = structlog.get_logger("semops.processor")
 
 # How often a quiet audit log is checked for an unsigned tail.
 AUDIT_SEAL_INTERVAL_S = 5.0
+# How often system postings are folded into their accounts' rows (`accounts.fold`).
+LEDGER_FOLD_INTERVAL_S = 1.0
 
 
 class Processor:
@@ -299,6 +301,7 @@ class Processor:
                 self._every(stop, DIRECTORY_REFRESH_INTERVAL_S, self._refresh_directory)
             ),
             asyncio.create_task(self._every(stop, AUDIT_SEAL_INTERVAL_S, self.audit.seal_if_quiet)),
+            asyncio.create_task(self._every(stop, LEDGER_FOLD_INTERVAL_S, self.fold_ledger)),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -312,6 +315,15 @@ class Processor:
         await self.customers.prune_signed_calls()
         await self.refunds.resolve_in_doubt()
         await self.payee.resolve_stale()
+
+    async def fold_ledger(self) -> None:
+        """The system postings of the last interval into their accounts' rows, a batch per
+        short write transaction, until none is left."""
+        while True:
+            async with self.context.database.write() as connection:
+                folded = await accounts.fold(connection)
+            if folded < accounts.FOLD_BATCH_MAX:
+                return
 
     async def _refresh_directory(self) -> None:
         await self.directory.refresh()

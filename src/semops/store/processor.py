@@ -3,8 +3,11 @@
 One processor is both a payer processor (its customers pay) and a payee processor (its
 merchants and persons are paid), so its tables fall in three groups:
 
-ledger       accounts (balance kept with every posting), entries and postings: the
-             double-entry journal written only through `semops.ledger` planning functions.
+ledger       accounts, entries and postings: the double-entry journal written only through
+             `semops.ledger` planning functions. A customer's or merchant's balance is
+             kept in its row with every posting; a system account's (suspense,
+             settlement, funding: every payment touches them) is its row plus its
+             postings not yet folded into it (`booked_balance`, `fold_system_postings`).
 payer side   customers, activation codes, devices, PIN credentials, orders (an order and
              the outbound transfer it became, in PAYER_TRANSFER states), refunds received
              for those transfers (refunds_in), deposits.
@@ -42,9 +45,11 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    not_,
     select,
     text,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -103,7 +108,17 @@ postings = Table(
     Column("account_id", String(34), ForeignKey("accounts.account_id"), primary_key=True),
     Column("amount_minor", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Whether the amount is in the account's row. A customer's or merchant's posting is,
+    # from the start (its row moves in the same transaction); a system account's is not
+    # until `fold_system_postings` adds it, so no payment writes a row every payment shares.
+    Column("folded", Boolean, nullable=False, server_default=true()),
     Index("ix_postings_account", "account_id", "created_at"),
+    Index(
+        "ix_postings_unfolded",
+        "account_id",
+        sqlite_where=text("folded = 0"),
+        postgresql_where=text("NOT folded"),
+    ),
 )
 
 # --- payer side -----------------------------------------------------------------------------
@@ -458,62 +473,9 @@ async def system_account_id(connection: Connection, kind: str, currency: str) ->
     return str(value) if value is not None else None
 
 
-_insert_entry: Final = insert(entries).values(
-    entry_id=prepared.param(entries.c.entry_id),
-    kind=prepared.param(entries.c.kind),
-    transfer_ref=prepared.param(entries.c.transfer_ref),
-    currency=prepared.param(entries.c.currency),
-    created_at=prepared.param(entries.c.created_at),
-)
-_insert_posting: Final = insert(postings).values(
-    entry_id=prepared.param(postings.c.entry_id),
-    account_id=prepared.param(postings.c.account_id),
-    amount_minor=prepared.param(postings.c.amount_minor),
-    created_at=prepared.param(postings.c.created_at),
-)
-_move_balance: Final = (
-    update(accounts)
-    .where(accounts.c.account_id == prepared.param(accounts.c.account_id))
-    .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
-)
 _select_entry_postings: Final = select(postings.c.account_id, postings.c.amount_minor).where(
     postings.c.entry_id == prepared.param(postings.c.entry_id)
 )
-
-
-async def write_entry(
-    connection: Connection,
-    entry_id: str,
-    kind: str,
-    transfer_ref: str,
-    currency: str,
-    amounts: list[tuple[str, int]],
-    now: int,
-) -> None:
-    """Insert an entry with its postings and move each account's balance by its posting."""
-    await connection.execute(
-        _insert_entry,
-        {
-            "b_entry_id": entry_id,
-            "b_kind": kind,
-            "b_transfer_ref": transfer_ref,
-            "b_currency": currency,
-            "b_created_at": now,
-        },
-    )
-    for account_id, amount_minor in amounts:
-        await connection.execute(
-            _insert_posting,
-            {
-                "b_entry_id": entry_id,
-                "b_account_id": account_id,
-                "b_amount_minor": amount_minor,
-                "b_created_at": now,
-            },
-        )
-        await connection.execute(
-            _move_balance, {"b_account_id": account_id, "b_balance_minor": amount_minor}
-        )
 
 
 def _insert_entry_if_new(dialect: str) -> Any:
@@ -613,15 +575,17 @@ def _insert_postings(count: int) -> Any:
 
 
 async def insert_postings(
-    connection: Connection, entry_id: str, amounts: list[tuple[str, int]], now: int
+    connection: Connection, entry_id: str, amounts: list[tuple[str, int, bool]], now: int
 ) -> None:
-    """An entry's postings, in one INSERT (balances are moved by `move_balance`)."""
+    """An entry's postings, in one INSERT: (account id, amount, folded) each, folded if the
+    amount is already in the account's row (moved by `move_balance`)."""
     parameters: dict[str, Any] = {}
-    for index, (account_id, amount_minor) in enumerate(amounts):
+    for index, (account_id, amount_minor, folded) in enumerate(amounts):
         parameters[f"b_entry_id_{index}"] = entry_id
         parameters[f"b_account_id_{index}"] = account_id
         parameters[f"b_amount_minor_{index}"] = amount_minor
         parameters[f"b_created_at_{index}"] = now
+        parameters[f"b_folded_{index}"] = folded
     await connection.execute(_insert_postings(len(amounts)), parameters)
 
 
@@ -677,19 +641,104 @@ async def account_history(
     return [dict(row) for row in result.mappings()]
 
 
-async def balances_by_kind(connection: Connection) -> list[dict[str, Any]]:
+def _unfolded_total(account_id: Any) -> Any:
+    return (
+        select(func.coalesce(func.sum(postings.c.amount_minor), 0))
+        .where(postings.c.account_id == account_id, not_(postings.c.folded))
+        .scalar_subquery()
+    )
+
+
+# An account's balance as booked: its row plus what is not folded into it yet (nothing for a
+# customer or merchant; a system account's postings since the last fold). One expression
+# in one statement, so it reads the row and the postings in the same snapshot.
+booked_balance: Final = (accounts.c.balance_minor + _unfolded_total(accounts.c.account_id)).label(
+    "balance_minor"
+)
+
+
+async def booked_accounts(connection: Connection) -> list[dict[str, Any]]:
+    """Every account as booked (audit, checks and tests; an operator's screens page)."""
+    columns = [booked_balance if c.key == "balance_minor" else c for c in accounts.c]
+    result = await connection.execute(select(*columns).order_by(accounts.c.account_id))
+    return [{**dict(row), "balance_minor": int(row["balance_minor"])} for row in result.mappings()]
+
+
+async def booked_balances_of_kind(connection: Connection, kind: str) -> dict[str, int]:
+    """The booked balance of every account of one kind (meant for the system kinds)."""
     result = await connection.execute(
+        select(accounts.c.account_id, booked_balance).where(accounts.c.kind == kind)
+    )
+    return {str(row[0]): int(row[1]) for row in result}
+
+
+async def balances_by_kind(connection: Connection) -> list[dict[str, Any]]:
+    """Per kind and currency, the sum of the booked balances and the number of accounts:
+    the rows' sums and the unfolded postings' in one statement (one snapshot)."""
+    rows = (
         select(
             accounts.c.kind,
             accounts.c.currency,
-            func.sum(accounts.c.balance_minor).label("balance_minor"),
-            func.count().label("accounts"),
-        ).group_by(accounts.c.kind, accounts.c.currency)
+            accounts.c.balance_minor.label("amount_minor"),
+            literal(1).label("is_account"),
+        )
+        .union_all(
+            select(
+                accounts.c.kind,
+                accounts.c.currency,
+                postings.c.amount_minor,
+                literal(0),
+            )
+            .select_from(postings.join(accounts, postings.c.account_id == accounts.c.account_id))
+            .where(not_(postings.c.folded))
+        )
+        .subquery()
+    )
+    result = await connection.execute(
+        select(
+            rows.c.kind,
+            rows.c.currency,
+            func.sum(rows.c.amount_minor).label("balance_minor"),
+            func.sum(rows.c.is_account).label("accounts"),
+        ).group_by(rows.c.kind, rows.c.currency)
     )
     return [
         {**dict(row), "balance_minor": int(row["balance_minor"]), "accounts": int(row["accounts"])}
         for row in result.mappings()
     ]
+
+
+async def fold_system_postings(connection: Connection, limit: int) -> tuple[int, dict[str, int]]:
+    """Add up to `limit` unfolded postings into their accounts' rows and mark them folded,
+    in the caller's write transaction: how many, and the amount per account. Each posting is
+    folded exactly once: the UPDATE takes only rows still unfolded (on PostgreSQL a
+    concurrent fold waits on the same rows, then finds them folded and skips them), and a
+    posting not yet committed is not seen, so the next fold takes it."""
+    pending = (
+        select(postings.c.entry_id, postings.c.account_id)
+        .where(not_(postings.c.folded))
+        .limit(limit)
+    )
+    result = await connection.execute(
+        update(postings)
+        .where(
+            not_(postings.c.folded),
+            tuple_(postings.c.entry_id, postings.c.account_id).in_(pending),
+        )
+        .values(folded=True)
+        .returning(postings.c.account_id, postings.c.amount_minor)
+    )
+    count, totals = 0, dict[str, int]()
+    for account_id, amount_minor in result:
+        count += 1
+        totals[account_id] = totals.get(account_id, 0) + int(amount_minor)
+    for account_id, amount_minor in sorted(totals.items()):
+        await connection.execute(
+            update(accounts)
+            .where(accounts.c.account_id == account_id)
+            .values(balance_minor=accounts.c.balance_minor + amount_minor)
+        )
+    return count, totals
 
 
 # --- payer side -----------------------------------------------------------------------------
