@@ -252,6 +252,9 @@ async def test_system_postings_are_folded_once_and_booked_balances_never_move(
         "settlement:EUR": 550,
         "suspense:EUR": 0,
     }
+    async with node.processor.context.database.read() as connection:
+        settlement = await accounts.snapshot(connection, "settlement:EUR")
+    assert settlement.balance_minor == 550  # as booked, not the row
     monkeypatch.setattr(accounts, "FOLD_BATCH_MAX", 4)
     folded = []
     while (count := await run(node, lambda c, now: accounts.fold(c))) > 0:

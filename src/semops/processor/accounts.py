@@ -96,9 +96,12 @@ def _snapshot(row: dict[str, Any]) -> AccountSnapshot:
 async def snapshot(
     connection: Connection, account_id: str, *, for_update: bool = False
 ) -> AccountSnapshot:
+    """The account as booked (a system account's with its postings not folded yet)."""
     row = await store.get_row(connection, store.accounts, account_id, for_update=for_update)
     if row is None:
         raise SemopsError(E.ACCOUNT_UNKNOWN)
+    if system_account(account_id) is not None:  # its row lacks the postings not folded yet
+        row = {**row, "balance_minor": await store.booked_balance_of(connection, account_id)}
     return _snapshot(row)
 
 

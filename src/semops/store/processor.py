@@ -509,9 +509,6 @@ _move_balance_within: Final = (
     .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
     .returning(*accounts.c)
 )
-_delete_entry_postings: Final = delete(postings).where(
-    postings.c.entry_id == prepared.param(postings.c.entry_id)
-)
 _delete_entry: Final = delete(entries).where(
     entries.c.entry_id == prepared.param(entries.c.entry_id)
 )
@@ -540,9 +537,8 @@ async def insert_entry_if_new(
 
 
 async def delete_entry(connection: Connection, entry_id: str) -> None:
-    """Take back an entry row and its postings inserted earlier in this transaction (its
-    entry was refused)."""
-    await connection.execute(_delete_entry_postings, {"b_entry_id": entry_id})
+    """Take back an entry row inserted earlier in this transaction (its entry was refused
+    before its postings went in)."""
     await connection.execute(_delete_entry, {"b_entry_id": entry_id})
 
 
@@ -664,6 +660,15 @@ async def booked_accounts(connection: Connection) -> list[dict[str, Any]]:
     return [{**dict(row), "balance_minor": int(row["balance_minor"])} for row in result.mappings()]
 
 
+async def booked_balance_of(connection: Connection, account_id: str) -> int | None:
+    """One account's booked balance, or None if there is no such account."""
+    result = await connection.execute(
+        select(booked_balance).where(accounts.c.account_id == account_id)
+    )
+    value = result.scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 async def booked_balances_of_kind(connection: Connection, kind: str) -> dict[str, int]:
     """The booked balance of every account of one kind (meant for the system kinds)."""
     result = await connection.execute(
@@ -712,12 +717,15 @@ async def fold_system_postings(connection: Connection, limit: int) -> tuple[int,
     """Add up to `limit` unfolded postings into their accounts' rows and mark them folded,
     in the caller's write transaction: how many, and the amount per account. Each posting is
     folded exactly once: the UPDATE takes only rows still unfolded (on PostgreSQL a
-    concurrent fold waits on the same rows, then finds them folded and skips them), and a
-    posting not yet committed is not seen, so the next fold takes it."""
+    concurrent fold skips the rows another has locked, and one that still meets them
+    waits, then finds them folded), and a posting not yet committed is not seen, so the
+    next fold takes it. SQLite runs one writer at a time."""
     pending = (
         select(postings.c.entry_id, postings.c.account_id)
         .where(not_(postings.c.folded))
+        .order_by(postings.c.entry_id, postings.c.account_id)
         .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL: folds side by side take other rows
     )
     result = await connection.execute(
         update(postings)
