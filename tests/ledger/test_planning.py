@@ -312,7 +312,7 @@ def test_check_limits_lets_money_reach_an_account_already_below_its_floor() -> N
     # The overdraft was lowered after the account used it: it may still receive.
     below = account("shop", AccountKind.MERCHANT, balance_minor=-100)
     entry = move_entry(EntryKind.CREDIT_INBOUND, REF, eur(10), "settlement", "shop")
-    check_limits(entry, apply_entry({"shop": below}, entry, only_loaded=True))
+    check_limits(entry, apply_entry({"shop": below}, entry, only_loaded=True), {"settlement"})
 
 
 def test_check_limits_again_after_read_catches_a_concurrent_change() -> None:
@@ -336,7 +336,9 @@ def test_system_accounts_have_no_limit_per_entry() -> None:
     check_limits(move_entry(EntryKind.CREDIT_INBOUND, REF, eur(1), "settlement", "bob"), deep)
     check_limits(move_entry(EntryKind.DEPOSIT, REF, eur(1), "funding", "bob"), deep)
     check_limits(move_entry(EntryKind.POST, REF, eur(1), "suspense", "bob"), deep)
-    check_limits(move_entry(EntryKind.RESERVE, REF, eur(1), "bob", "suspense"), {})
+    check_limits(move_entry(EntryKind.POST, REF, eur(1), "suspense", "bob"), {}, {"suspense"})
+    with pytest.raises(AssertionError):  # a debited account neither loaded nor a system one
+        check_limits(move_entry(EntryKind.RESERVE, REF, eur(1), "bob", "suspense"), {})
 
 
 # --- idempotency decisions -------------------------------------------------------------------

@@ -206,7 +206,8 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
     try:
         entry = plan(before)
         assert entry == intended, f"{intended.entry_id}: planned another entry"
-        check_limits(entry, after)  # on the balances as written, before the caller commits
+        # on the balances as written, before the caller commits
+        check_limits(entry, after, [p.account_id for p in intended.postings if _is_system(p)])
     except SemopsError:
         await _undo(connection, intended, after)
         raise

@@ -333,8 +333,8 @@ class Payer:
         row = self._order_row(order, request, kid, new_network_id(IdKind.TRANSFER), now)
         async with self._writing_after_pin(attempt) as connection:
             # Lock order: the payer's credential, the request row, then the two accounts
-            # (in id order), then the system accounts; every writer takes them in this
-            # order (see accounts.py).
+            # (in id order); every writer takes them in this order. No system account's
+            # row is locked (their postings are folded later, see accounts.py).
             stored_request = await store.get_row(
                 connection, store.requests, request.request_id, for_update=True
             )

@@ -301,7 +301,7 @@ class Processor:
                 self._every(stop, DIRECTORY_REFRESH_INTERVAL_S, self._refresh_directory)
             ),
             asyncio.create_task(self._every(stop, AUDIT_SEAL_INTERVAL_S, self.audit.seal_if_quiet)),
-            asyncio.create_task(self._every(stop, LEDGER_FOLD_INTERVAL_S, self.fold_ledger)),
+            asyncio.create_task(self._every(stop, LEDGER_FOLD_INTERVAL_S, self._fold_ledger)),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -316,7 +316,7 @@ class Processor:
         await self.refunds.resolve_in_doubt()
         await self.payee.resolve_stale()
 
-    async def fold_ledger(self) -> None:
+    async def _fold_ledger(self) -> None:
         """The system postings of the last interval into their accounts' rows, a batch per
         short write transaction, until none is left."""
         while True:

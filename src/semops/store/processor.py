@@ -654,7 +654,7 @@ booked_balance: Final = (accounts.c.balance_minor + _unfolded_total(accounts.c.a
 
 
 async def booked_accounts(connection: Connection) -> list[dict[str, Any]]:
-    """Every account as booked (audit, checks and tests; an operator's screens page)."""
+    """Every account as booked (the devnet's checks and the tests)."""
     columns = [booked_balance if c.key == "balance_minor" else c for c in accounts.c]
     result = await connection.execute(select(*columns).order_by(accounts.c.account_id))
     return [{**dict(row), "balance_minor": int(row["balance_minor"])} for row in result.mappings()]
