@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Collection
 from typing import Any, Final
 
 import pytest
@@ -91,3 +92,18 @@ BOOKED_ACCOUNTS_SQL: Final = (
     " AND NOT p.folded), 0) AS balance_minor, a.overdraft_minor, a.status, a.created_at"
     " FROM accounts a"
 )
+# What "unchanged" reads of a processor's ledger, as booked: a fold of system postings into
+# their rows (semops.processor.accounts.fold) states no new fact, so accounts are read with
+# their booked balances and postings without their `folded` flag.
+_LEDGER_AS_BOOKED: Final = {
+    "accounts": BOOKED_ACCOUNTS_SQL,
+    "postings": "SELECT entry_id, account_id, amount_minor, created_at FROM postings",
+}
+
+
+def select_as_booked(table: str, tables: Collection[str]) -> str:
+    """The SELECT that reads every row of `table` for a before/after comparison: a
+    processor's ledger as booked (it has `postings`), any other table as stored."""
+    if table in _LEDGER_AS_BOOKED and "postings" in tables:
+        return _LEDGER_AS_BOOKED[table]
+    return f'SELECT * FROM "{table}"'

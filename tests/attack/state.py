@@ -34,18 +34,13 @@ from sqlalchemy import inspect, text
 
 from semops.audit.chain import CHECKPOINT_KIND
 from semops.store.db import Database, sqlite_url
-from tests.databases import BOOKED_ACCOUNTS_SQL
+from tests.databases import select_as_booked
 
 Snapshot = dict[str, dict[str, list[tuple[Any, ...]]]]
 
 SETTLE_TIMEOUT_S: Final = 30.0
 UNCOMPARED_TABLES: Final = frozenset({"signed_calls"})
 _SETTLE_POLL_S: Final = 0.3
-# A processor's ledger as booked, whether or not its system postings are folded yet.
-_AS_BOOKED: Final = {
-    "accounts": BOOKED_ACCOUNTS_SQL,
-    "postings": "SELECT entry_id, account_id, amount_minor, created_at FROM postings",
-}
 
 
 def database_url(data_dir: Path, db_urls: dict[str, str], service: str) -> str:
@@ -65,9 +60,7 @@ async def _read(url: str) -> dict[str, list[tuple[Any, ...]]]:
             for name in sorted(names):
                 if name in UNCOMPARED_TABLES:
                     continue
-                query = _AS_BOOKED.get(name, f'SELECT * FROM "{name}"')
-                if name in _AS_BOOKED and "postings" not in names:
-                    query = f'SELECT * FROM "{name}"'  # not a processor's ledger
+                query = select_as_booked(name, names)
                 rows = (await connection.execute(text(query))).all()
                 kept = [
                     tuple(row)

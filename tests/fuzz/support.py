@@ -44,6 +44,7 @@ from semops.store.db import is_sqlite
 from semops.store.merchant import REFUND_UNSETTLED
 from semops.wallet.core import device_auth_header
 from semops.wallet.store import WalletStore
+from tests.databases import select_as_booked
 
 PROBLEM_JSON: Final = "application/problem+json"
 # The processors' replay cache: the id of every device authorisation a call spent, whatever
@@ -102,7 +103,10 @@ class TableDigests:
                 ]
                 return {
                     name: _digest(
-                        [_row_text(row) for row in connection.execute(f'SELECT * FROM "{name}"')]
+                        [
+                            _row_text(row)
+                            for row in connection.execute(select_as_booked(name, names))
+                        ]
                     )
                     for name in names
                 }
@@ -120,7 +124,7 @@ class TableDigests:
         ]
         result = {}
         for name in names:
-            records = await connection.fetch(f'SELECT * FROM "{name}"')
+            records = await connection.fetch(select_as_booked(name, names))
             result[name] = _digest([_row_text(record.values()) for record in records])
         return result
 
