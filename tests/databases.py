@@ -101,9 +101,24 @@ _LEDGER_AS_BOOKED: Final = {
 }
 
 
+# What "unchanged" reads of an audit log: its entries, chained or still staged
+# (semops.audit.log.AuditLog.chain_pending moves them from one table to the other and adds
+# checkpoints: neither states a new fact), without checkpoints, seq or hashes.
+_AUDIT_AS_ENTRIES: Final = {
+    "audit_log": (
+        "SELECT at, kind, actor, data FROM audit_log WHERE kind <> 'checkpoint'"
+        " UNION ALL SELECT at, kind, actor, data FROM audit_pending"
+    ),
+    "audit_pending": "SELECT * FROM audit_pending WHERE 1 = 0",
+}
+
+
 def select_as_booked(table: str, tables: Collection[str]) -> str:
     """The SELECT that reads every row of `table` for a before/after comparison: a
-    processor's ledger as booked (it has `postings`), any other table as stored."""
+    processor's ledger as booked (it has `postings`), an audit log as its entries (it
+    has `audit_pending`), any other table as stored."""
     if table in _LEDGER_AS_BOOKED and "postings" in tables:
         return _LEDGER_AS_BOOKED[table]
+    if table in _AUDIT_AS_ENTRIES and "audit_pending" in tables:
+        return _AUDIT_AS_ENTRIES[table]
     return f'SELECT * FROM "{table}"'

@@ -5,7 +5,8 @@ services (SQLite file or PostgreSQL database), exactly as an auditor would. Two 
 are compared table by table so a failure names what changed.
 
 Two things are left out, and only these: audit-log *checkpoints* and the processors' replay
-cache; and a processor's ledger is compared as booked.
+cache; a processor's ledger is compared as booked, and an audit log as its entries, chained
+or still staged (the background chainer moves them from audit_pending to audit_log).
 A service signs its quiet log tail in the background (semops.audit.log.SEAL_AFTER_S);
 a checkpoint states no new fact, it signs the hash of entries already there, so it may
 appear between two snapshots without anything having happened. Every audit *entry* is

@@ -104,7 +104,7 @@ def test_three_wrong_pins_lock_until_an_audited_operator_unlock_even_across_kill
     unlocked = network.admin("bank-a", "POST", f"/v1/admin/credentials/{victim.account_id}/unlock")
     assert unlocked == {"account_id": victim.account_id, "pin_locked": False}
     entries = snapshot({"bank-a": scene.db_urls()["bank-a"]})["bank-a"]["audit_log"]
-    unlocks = [json.loads(row[4]) for row in entries if row[2] == "credential_unlocked"]
+    unlocks = [json.loads(row[3]) for row in entries if row[1] == "credential_unlocked"]
     assert {"account_id": victim.account_id} in unlocks
     reports = asyncio.run(verify_data_dir(network.data_dir))
     assert reports and all(report.ok for report in reports), reports

@@ -235,7 +235,7 @@ def test_a_reset_by_the_bank_ends_every_device_and_only_its_code_sets_a_pin(
     fresh = enrol_device(scene, "bank-a", reset["activation_code"], "2468")
     assert fresh.status_code == 200, fresh.text
     log = snapshot({"bank-a": scene.db_urls()["bank-a"]})["bank-a"]["audit_log"]
-    resets = [json.loads(row[4]) for row in log if row[2] == "credential_reset"]
+    resets = [json.loads(row[3]) for row in log if row[1] == "credential_reset"]
     assert {"account_id": victim.account_id, "devices_revoked": 1} in resets
 
 

@@ -28,6 +28,7 @@ from semops.core.clock import FixedClock
 from semops.crypto import KeyUse, private_key_for
 from semops.devnet import ensure_pki
 from semops.service.files import read_private_key
+from semops.store import audit as store
 from semops.store import processor as processor_store
 from semops.store import router as router_store
 from semops.store.db import Database, sqlite_url
@@ -42,8 +43,8 @@ SERVICES = {"router": "router", "bank-a": "processor"}
 def _audit_log(data_dir: Path, service: str, database: Database, clock: FixedClock) -> AuditLog:
     folder = data_dir / service
     key = private_key_for(service, KeyUse.SIGN, read_private_key(folder / f"{service}.key"))
-    table = router_store.audit_log if service == "router" else processor_store.audit_log
-    return AuditLog(service, table, database, key, clock)
+    store = router_store if service == "router" else processor_store
+    return AuditLog(service, store.audit_log, store.audit_pending, database, key, clock)
 
 
 async def _write_logs(data_dir: Path, entries: int) -> None:
@@ -218,6 +219,8 @@ def postgres_url() -> Iterator[str]:
 
 
 async def _concurrent_workers(url: str, data_dir: Path, per_worker: int) -> None:
+    """Two workers on one database: each appends in place and stages entries, and both
+    chain at the same time as they go."""
     workers = [Database(url), Database(url)]
     try:
         await upgrade(workers[0], "processor")
@@ -225,9 +228,13 @@ async def _concurrent_workers(url: str, data_dir: Path, per_worker: int) -> None
 
         async def work(log: AuditLog, worker: int) -> None:
             for index in range(per_worker):
-                await log.record(
-                    "order_committed", "bank-a", {"amount_minor": worker * 1000 + index}
-                )
+                data = {"amount_minor": worker * 1000 + index}
+                if index % 2:
+                    await log.record("order_committed", "bank-a", data)
+                else:
+                    async with log.database.write() as connection:
+                        await log.stage(connection, "order_committed", "bank-a", data)
+                    await log.chain_pending()
 
         await asyncio.gather(*(work(log, number) for number, log in enumerate(logs)))
         await logs[0].seal()
@@ -283,28 +290,45 @@ def test_an_outcome_reported_twice_at_once_is_audited_once(tmp_path: Path) -> No
     ]
 
 
-async def _appends_around_a_rollback(url: str, data_dir: Path) -> int:
-    """Statements the last of four appends took; the second rolls back, so the head the
-    log remembers from it is not stored, and the third must find the stored one."""
+async def _staged_around_a_rollback(url: str, data_dir: Path) -> tuple[int, list[int]]:
+    """Statements one staged entry took, and the amounts chained in order: the second of
+    four is staged in a transaction that rolls back, the fourth goes in place (and so
+    after every entry staged before it)."""
     database = Database(url)
     try:
         await upgrade(database, "processor")
         audit = _audit_log(data_dir, "bank-a", database, FixedClock(int(time.time())))
-        await audit.record("order_committed", "bank-a", {"amount_minor": 1})
+        async with database.write() as connection:
+            before = database.stats.statements
+            await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 1})
+            taken = database.stats.statements - before
         with pytest.raises(RuntimeError):
             async with database.write() as connection:
-                await audit.append(connection, "order_committed", "bank-a", {"amount_minor": 2})
+                await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 2})
                 raise RuntimeError("the action failed")
-        await audit.record("order_committed", "bank-a", {"amount_minor": 3})
-        before = database.stats.statements
+        async with database.write() as connection:
+            await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 3})
+        async with database.read() as connection:
+            assert await store.count_pending(connection, processor_store.audit_pending) == 2
+            assert not (await connection.execute(processor_store.audit_log.select())).all()
         await audit.record("order_committed", "bank-a", {"amount_minor": 4})
-        return database.stats.statements - before
+        assert await audit.chain_pending() == 0  # the in-place append chained them
+        await audit.seal()
+        async with database.read() as connection:
+            assert await store.count_pending(connection, processor_store.audit_pending) == 0
+            rows = await connection.execute(
+                processor_store.audit_log.select().order_by(processor_store.audit_log.c.seq)
+            )
+            amounts = [
+                json.loads(row.data)["amount_minor"] for row in rows if row.kind != "checkpoint"
+            ]
+        return taken, amounts
     finally:
         await database.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_an_append_after_a_rolled_back_one_links_to_the_stored_head(
+def test_a_staged_entry_is_one_statement_rolls_back_with_its_action_and_chains_in_order(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     ensure_pki(tmp_path, {"bank-a": "processor"})
@@ -313,10 +337,9 @@ def test_an_append_after_a_rolled_back_one_links_to_the_stored_head(
     else:
         url = request.getfixturevalue("postgres_url")
         (tmp_path / "network.json").write_text(json.dumps({"db_urls": {"bank-a": url}}))
-    taken = asyncio.run(_appends_around_a_rollback(url, tmp_path))
+    taken, amounts = asyncio.run(_staged_around_a_rollback(url, tmp_path))
+    assert taken == 1  # one INSERT: no lock, no read of the head
+    assert amounts == [1, 3, 4]
     (report,) = asyncio.run(verify_data_dir(tmp_path))
     assert report.ok, report.broken
-    assert report.entries == 3
-    # The head this process wrote last is still the head: one INSERT (on PostgreSQL with
-    # the advisory lock in it), no read of the head.
-    assert taken == 1, taken
+    assert report.entries == 4 and report.unsigned_tail == 0

@@ -399,6 +399,8 @@ class FuzzNetwork:
                 log = database.rows("audit_log")
                 if log and max(log, key=lambda row: row["seq"])["kind"] != CHECKPOINT_KIND:
                     reasons.append(f"{party}: audit tail unsealed")
+                if database.rows("audit_pending"):
+                    reasons.append(f"{party}: audit entries staged, not chained yet")
                 waiting = [row for row in database.rows("outbox") if row["delivered_at"] is None]
                 if waiting:
                     reasons.append(f"{party}: {len(waiting)} outbox messages waiting")

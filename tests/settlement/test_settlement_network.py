@@ -359,7 +359,12 @@ def test_a_local_transfer_the_router_never_settled_is_exactly_one_missing_transf
 
 
 def _audit_kinds(network: Network, service: str) -> list[str]:
+    """The kinds of a service's audit entries, once it has chained what it staged."""
+    deadline = time.monotonic() + 10
     with sqlite3.connect(network.data_dir / service / f"{service}.db", timeout=10) as db:
+        while db.execute("SELECT COUNT(*) FROM audit_pending").fetchone()[0]:
+            assert time.monotonic() < deadline, f"{service} does not chain its audit entries"
+            time.sleep(0.05)
         return [row[0] for row in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
 
 
@@ -391,8 +396,7 @@ def test_every_audit_log_of_the_run_verifies_and_an_edit_is_named(
     for service in ("router", "bank-a", "mno-b"):
         assert f"ok     {service}:" in result.stdout
     # The router's log holds the run's operator actions and transfers.
-    with sqlite3.connect(network.data_dir / "router" / "router.db", timeout=10) as db:
-        kinds = [row[0] for row in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
+    kinds = _audit_kinds(network, "router")
     assert kinds.count("transfer_committed") == 5 and kinds.count("transfer_aborted") == 1
     assert kinds.count("cap_changed") == 2 and "window_closed" in kinds
     # A copy of the network's data with one router entry edited is refused, by name.

@@ -1,15 +1,26 @@
-"""The audit log of one running service: append entries to its database, sign checkpoints.
+"""The audit log of one running service: stage, chain and append entries, sign checkpoints.
 
-The shell around `semops.audit.chain`. `append` writes inside the caller's transaction, so
-an action and its audit entry commit together or not at all; `record` is the same in a
-transaction of its own, for actions whose transaction belongs to code that does not know
-about auditing (`record_once` when the same outcome may be reported twice at once). A
-checkpoint follows every CHECKPOINT_EVERY-th entry in the same transaction; `seal` adds
-one on demand (window close, shutdown, a quiet minute) so the unsigned tail stays short.
+The shell around `semops.audit.chain`. An action that happens many times a second (a
+transfer decided, an order committed) `stage`s its entry inside its own transaction: one
+INSERT into audit_pending, so the action and its entry commit together or not at all, and
+no two payments wait on the log's head. `chain_pending`, in the background every
+CHAIN_INTERVAL_S, appends the staged entries to the log in the order they were staged,
+in batches, each under the log's lock in a short transaction of its own. Until then an
+entry is exactly as protected as one in the unsigned tail: the chain alone never stopped a
+database writer, the checkpoints do, and a tail waits up to SEAL_AFTER_S for one anyway.
+
+`append` writes in place inside the caller's transaction (rare actions: operator actions,
+window closes), chaining whatever is staged first; `record` is the same in a transaction
+of its own (`record_once` when the same outcome may be reported twice at once). A
+checkpoint follows every CHECKPOINT_EVERY-th entry; `seal` adds one on demand (window
+close, start, shutdown, a quiet minute) so the unsigned tail stays short. A service seals
+when it starts and stops, so nothing stays staged across a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -21,11 +32,14 @@ from semops.audit.chain import (
     CHECKPOINT_EVERY,
     CHECKPOINT_KIND,
     AuditEntry,
+    check_data,
+    check_kind_actor,
     checkpoint_due,
     make_checkpoint,
     next_entry,
 )
 from semops.core.clock import Clock
+from semops.core.encoding import canonical_json
 from semops.crypto import PrivateKey
 from semops.store import audit as store
 from semops.store.db import Connection, Database
@@ -38,6 +52,14 @@ SEAL_AFTER_S: Final = 60
 # `record_once` looks this far back for the same event: two reports of one outcome (the
 # router's reply and its outbox delivery) arrive within moments of each other.
 RECENT_DEDUPE_ENTRIES: Final = 50
+# Staged entries are chained this often: at 150 payments/s a batch of ~40 entries costs
+# four statements, and a reader of the log sees an entry a quarter of a second late.
+CHAIN_INTERVAL_S: Final = 0.25
+# One chaining transaction takes at most this many entries (bounded work under the lock).
+CHAIN_BATCH_MAX: Final = 1000
+# Every this many passes the chainer looks even if this process staged nothing (another
+# worker on the same database may have).
+CHAIN_LOOK_ANYWAY_EVERY: Final = 20
 
 
 class AuditLog:
@@ -45,6 +67,7 @@ class AuditLog:
         self,
         service_id: str,
         table: Table,
+        pending: Table,
         database: Database,
         sign_key: PrivateKey,
         clock: Clock,
@@ -53,42 +76,105 @@ class AuditLog:
     ) -> None:
         self.service_id = service_id
         self.table = table
+        self.pending = pending
         self.database = database
         self.sign_key = sign_key
         self.clock = clock
         self.checkpoint_every = checkpoint_every
         self._unsealed_since: int | None = None
-        # (seq, hash) of the newest entry this process wrote or read: the next append names
-        # it and goes in with one statement if it is still the head (`store.insert_after`);
-        # if not (another writer, or a transaction that rolled back), the head is read.
-        self._head: tuple[int, str] | None = None
+        # Set when this process stages an entry; `chain_pending` skips its transaction
+        # while nothing was staged since the last pass.
+        self._staged = False
+
+    async def stage(
+        self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
+    ) -> None:
+        """Stage an entry in the caller's transaction: chained after it commits."""
+        check_kind_actor(kind, actor)
+        text = canonical_json(check_data(kind, data)).decode("utf-8")
+        await store.stage(connection, self.pending, self.clock.now(), kind, actor, text)
+        self._staged = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Chain staged entries every CHAIN_INTERVAL_S until `stop` is set."""
+        passes = 0
+        while not stop.is_set():
+            passes += 1
+            try:
+                await self.chain_pending(anyway=passes % CHAIN_LOOK_ANYWAY_EVERY == 0)
+            except Exception as error:  # keep the loop alive; the error is logged
+                log.error("audit_chain_failed", error_type=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), CHAIN_INTERVAL_S)
+
+    async def chain_pending(self, *, anyway: bool = True) -> int:
+        """Append every staged entry to the log; how many. Without `anyway`, nothing is
+        read unless this process staged an entry since the last pass."""
+        if not (self._staged or anyway):
+            return 0
+        self._staged = False
+        chained = 0
+        while True:
+            async with self.database.write() as connection:
+                await store.lock_for_append(connection)
+                batch = await self._chain(connection)
+            chained += batch
+            if batch < CHAIN_BATCH_MAX:
+                return chained
+
+    async def _chain(self, connection: Connection) -> int:
+        """Under the append lock: the oldest staged entries (up to a batch) appended."""
+        staged = await store.take_pending(connection, self.pending, CHAIN_BATCH_MAX)
+        if not staged:
+            return 0
+        last = await store.last_entry(connection, self.table)
+        head = last[:2] if last is not None else None
+        now = self.clock.now()
+        rows = []
+        for _id, at, kind, actor, data in staged:
+            entry = next_entry(head, at=at, kind=kind, actor=actor, data=json.loads(data))
+            rows.append(entry.row())
+            head = (entry.seq, entry.hash)
+            if checkpoint_due(entry, self.checkpoint_every):
+                checkpoint = make_checkpoint(self.service_id, entry, self.sign_key, now)
+                rows.append(checkpoint.row())
+                head = (checkpoint.seq, checkpoint.hash)
+        await store.insert_entries(connection, self.table, rows)
+        self._note_tail(rows[-1]["kind"], now)
+        return len(staged)
+
+    def _note_tail(self, kind: str, now: int) -> None:
+        if kind == CHECKPOINT_KIND:
+            self._unsealed_since = None
+        elif self._unsealed_since is None:
+            self._unsealed_since = now
+
+    async def _chain_all(self, connection: Connection) -> None:
+        """Under the append lock: every staged entry appended (before an in-place append)."""
+        while await self._chain(connection) == CHAIN_BATCH_MAX:
+            pass
 
     async def append(
         self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
     ) -> AuditEntry:
-        """Append an entry in the caller's transaction (and a checkpoint when one is due)."""
-        now = self.clock.now()
-        entry = await self._append(connection, kind, actor, data, now)
-        if checkpoint_due(entry, self.checkpoint_every):
-            await self._checkpoint(connection, entry, now)
-        elif self._unsealed_since is None:
-            self._unsealed_since = now
-        return entry
-
-    async def _append(
-        self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any], now: int
-    ) -> AuditEntry:
-        head = self._head
-        if head is not None:
-            entry = next_entry(head, at=now, kind=kind, actor=actor, data=data)
-            if await store.insert_after(connection, self.table, entry.row(), head):
-                self._head = (entry.seq, entry.hash)
-                return entry
+        """Append an entry in the caller's transaction, after every entry staged before it
+        (and a checkpoint when one is due). Takes the log's lock to COMMIT on PostgreSQL:
+        for rare actions; a payment stages its entry instead."""
         await store.lock_for_append(connection)
+        await self._chain_all(connection)
+        return await self._append_locked(connection, kind, actor, data)
+
+    async def _append_locked(
+        self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
+    ) -> AuditEntry:
+        now = self.clock.now()
         last = await store.last_entry(connection, self.table)
         entry = next_entry(last[:2] if last else None, at=now, kind=kind, actor=actor, data=data)
         await store.insert_entry(connection, self.table, entry.row())
-        self._head = (entry.seq, entry.hash)
+        if checkpoint_due(entry, self.checkpoint_every):
+            await self._checkpoint(connection, entry, now)
+        else:
+            self._note_tail(entry.kind, now)
         return entry
 
     async def record(self, kind: str, actor: str, data: Mapping[str, Any]) -> AuditEntry:
@@ -104,25 +190,27 @@ class AuditLog:
         transaction (the caller has already checked it was not decided before)."""
         async with self.database.write() as connection:
             await store.lock_for_append(connection)
+            await self._chain_all(connection)
             for recent_kind, text in await store.recent_entries(
                 connection, self.table, RECENT_DEDUPE_ENTRIES
             ):
                 if recent_kind == kind and json.loads(text).get(key) == data.get(key):
                     return None
-            return await self.append(connection, kind, actor, data)
+            return await self._append_locked(connection, kind, actor, data)
 
     async def _checkpoint(self, connection: Connection, covered: AuditEntry, now: int) -> None:
         checkpoint = make_checkpoint(self.service_id, covered, self.sign_key, now)
         await store.insert_entry(connection, self.table, checkpoint.row())
-        self._head = (checkpoint.seq, checkpoint.hash)
         self._unsealed_since = None
 
     async def seal(self, connection: Connection | None = None) -> int | None:
-        """Sign the newest entry now unless it is a checkpoint; the seq signed, or None."""
+        """Chain what is staged, then sign the newest entry unless it is a checkpoint; the
+        seq signed, or None."""
         if connection is None:
             async with self.database.write() as own:
                 return await self.seal(own)
         await store.lock_for_append(connection)
+        await self._chain_all(connection)
         last = await store.last_entry(connection, self.table)
         if last is None or last[2] == CHECKPOINT_KIND:
             self._unsealed_since = None

@@ -2,7 +2,8 @@
 
 The parts (payer side, customers, payees) do not know about auditing; these subclasses add
 it around them. An order's commit is audited inside the transaction that commits it (the
-payer side's `_commit` runs in it); an order's failure, and the back office's actions
+payer side's `_commit` runs in it; the entry is staged, and chained within moments by
+`AuditLog.chain_pending`); an order's failure, and the back office's actions
 (credential unlocked, device revoked, merchant created), right after the action's own
 transaction, since that transaction is not reachable from here: a crash in between loses
 that one entry, never money. Audit data are ids, amounts and codes only (DESIGN.md §5).
@@ -112,7 +113,7 @@ class AuditedPayer(Payer):
         self.audit = audit
 
     async def _committed(self, connection: Connection, row: dict[str, Any]) -> dict[str, Any]:
-        await self.audit.append(
+        await self.audit.stage(
             connection, "order_committed", self.context.processor_id, _order_audit(row)
         )
         return row

@@ -77,7 +77,12 @@ class Processor:
             metrics=metrics,
         )
         self.audit = AuditLog(
-            settings.processor_id, store.audit_log, database, keys.sign_key, clock
+            settings.processor_id,
+            store.audit_log,
+            store.audit_pending,
+            database,
+            keys.sign_key,
+            clock,
         )
         self.customers: Customers = AuditedCustomers(self.context, self.audit)
         self.payees: Payees = AuditedPayees(self.context, self.audit)
@@ -292,9 +297,16 @@ class Processor:
             delay_s = min(delay_s * 2, REGISTRATION_RETRY_MAX_S)
 
     async def run_background(self, stop: asyncio.Event) -> None:
-        """Registration first, then the periodic work, until `stop` is set."""
-        await self.register_until_answered(stop)
+        """Registration first, then the periodic work, until `stop` is set (the audit
+        chainer from the start: an on-us payment needs no router)."""
+        chainer = asyncio.create_task(self.audit.run(stop))
+        try:
+            await self.register_until_answered(stop)
+        except BaseException:
+            chainer.cancel()
+            raise
         tasks = [
+            chainer,
             asyncio.create_task(self._every(stop, IN_DOUBT_POLL_INTERVAL_S, self._resolve)),
             asyncio.create_task(self._outbox_loop(stop)),
             asyncio.create_task(

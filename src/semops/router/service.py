@@ -228,7 +228,12 @@ class Router:
         self._forwarding: set[str] = set()
         self._redriven: dict[str, int] = {}
         self.audit = AuditLog(
-            identity.router_id, store.audit_log, database, identity.sign_key, clock
+            identity.router_id,
+            store.audit_log,
+            store.audit_pending,
+            database,
+            identity.sign_key,
+            clock,
         )
         self.participants = Participants(self)
 
@@ -723,17 +728,17 @@ class Router:
                             now,
                         )
                     )
-                # Signed and queued first: the rows every commit shares (the positions, then
-                # the audit log's head) are taken last, so on PostgreSQL each is held for
-                # the fewest statements before COMMIT.
-                if committed:
-                    await self._move_positions(connection, decided, decided["window_id"])
-                await self.audit.append(
+                # Signed and queued first, the audit entry staged (no shared row): the rows
+                # every commit shares (the positions) are taken last, so on PostgreSQL they
+                # are held for the fewest statements before COMMIT.
+                await self.audit.stage(
                     connection,
                     f"transfer_{target.value}",
                     self.identity.router_id,
                     _audited(decided),
                 )
+                if committed:
+                    await self._move_positions(connection, decided, decided["window_id"])
                 row = decided
         self.outbox.offer(queued)  # committed: on their way without a look at the outbox
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
@@ -924,6 +929,7 @@ class Router:
         loops = [
             asyncio.create_task(self._redrive_loop(stop)),
             asyncio.create_task(self.outbox.run(stop)),
+            asyncio.create_task(self.audit.run(stop)),
         ]
         try:
             await self._sweep_loop(stop)

@@ -4,12 +4,17 @@ audit_log   the hash-chained, append-only log of `semops.audit.chain`: one row p
             `seq` from 1 without gaps, `data` as canonical JSON text. Rows are only ever
             inserted (the migrations add a trigger that refuses UPDATE and DELETE).
 
-An entry is appended inside the transaction of the action it records. Appends must see
-the newest entry and none may interleave: SQLite writers are serialised already; on
-PostgreSQL a transaction-scoped advisory lock orders them, taken just before the append
-(the last statement of the transaction) so it is held for as short a time as possible.
-`insert_after` lets a writer that remembers the head append in one statement (the lock
-included): the row goes in only if the head it names is still the newest entry.
+audit_pending  entries staged by the transactions of the actions they record, not chained
+            yet: `id` in the order they were staged, the entry's `at`, `kind`, `actor`,
+            `data`. The chainer takes them out in id order and appends them to audit_log.
+
+An entry is staged inside the transaction of the action it records (one INSERT, no lock,
+no head to read): a payment's commit never waits for another's. Chaining -- appending to
+audit_log -- must see the newest entry and no two may interleave: SQLite writers are
+serialised already; on PostgreSQL a transaction-scoped advisory lock orders them. The
+chainer (`take_pending` + `insert_entries` under that lock) runs in the background and
+before any append made in place (operator actions, seals), so the log keeps the order in
+which entries were staged, except between transactions that overlapped.
 """
 
 from __future__ import annotations
@@ -21,20 +26,19 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Insert,
+    Integer,
     MetaData,
     Select,
     String,
     Table,
     Text,
     bindparam,
-    exists,
+    delete,
     func,
     insert,
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from semops.store import prepared
 from semops.store.db import Connection
@@ -42,6 +46,7 @@ from semops.store.db import Connection
 # Any fixed number works: each service has its own database, so no two services share it.
 _ADVISORY_LOCK_KEY: Final = 0x5E0A0D17
 TABLE_NAME: Final = "audit_log"
+PENDING_TABLE_NAME: Final = "audit_pending"
 
 
 def audit_table(metadata: MetaData) -> Table:
@@ -55,6 +60,20 @@ def audit_table(metadata: MetaData) -> Table:
         Column("data", Text, nullable=False),
         Column("prev_hash", String(43), nullable=False),
         Column("hash", String(43), nullable=False),
+    )
+
+
+def audit_pending_table(metadata: MetaData) -> Table:
+    return Table(
+        PENDING_TABLE_NAME,
+        metadata,
+        Column(
+            "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+        Column("at", BigInteger, nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("actor", String(64), nullable=False),
+        Column("data", Text, nullable=False),
     )
 
 
@@ -72,28 +91,15 @@ def _insert(table: Table) -> Insert:
 
 
 @functools.cache
-def _insert_after(table: Table, dialect: str) -> Any:
-    # INSERT ... SELECT <the row> WHERE EXISTS (<the head, as named>) ON CONFLICT DO NOTHING:
-    # nothing is inserted if the head is not there (an append of a transaction that rolled
-    # back) or if its successor is (another writer appended meanwhile: seq is the key).
-    # On PostgreSQL the row comes from a subquery that takes the appenders' advisory lock,
-    # so the lock and the append are one round trip. The EXISTS may see a snapshot from
-    # before the lock was granted; that is safe: an entry another appender committed while
-    # we waited has our seq, and the key check (against what is committed, not the
-    # snapshot) makes this a no-op.
-    head = table.alias("head")
-    names = [column.name for column in table.c]
-    row = select(*(prepared.param(table.c[name]) for name in names)).where(
-        exists().where(
-            head.c.seq == prepared.param(table.c.seq, "head_seq"),
-            head.c.hash == prepared.param(table.c.hash, "head_hash"),
-        )
+def _take_pending(pending: Table) -> Any:
+    # One statement reads and removes, so an entry committed between a read and a delete
+    # cannot be removed unread (each statement of READ COMMITTED sees a new snapshot).
+    oldest = select(pending.c.id).order_by(pending.c.id).limit(bindparam("b_limit", type_=Integer))
+    return (
+        delete(pending)
+        .where(pending.c.id.in_(oldest.scalar_subquery()))
+        .returning(pending.c.id, pending.c.at, pending.c.kind, pending.c.actor, pending.c.data)
     )
-    if dialect == "postgresql":
-        locked = select(func.pg_advisory_xact_lock(bindparam("b_lock_key", type_=BigInteger)))
-        row = row.select_from(locked.subquery("appending"))
-    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_for(table).from_select(names, row).on_conflict_do_nothing().returning(table.c.seq)
 
 
 async def lock_for_append(connection: Connection) -> None:
@@ -123,18 +129,34 @@ async def insert_entry(connection: Connection, table: Table, row: dict[str, Any]
         await connection.execute(insert(table).values(**row))
 
 
-async def insert_after(
-    connection: Connection, table: Table, row: dict[str, Any], head: tuple[int, str]
-) -> bool:
-    """INSERT the entry `row` (the successor of `head`, its (seq, hash)) if `head` is still
-    the newest entry; False, and nothing written, if it is not. One statement."""
-    assert row["seq"] == head[0] + 1 and row["prev_hash"] == head[1], "not the head's successor"
-    parameters = {f"b_{name}": value for name, value in row.items()}
-    parameters.update(b_head_seq=head[0], b_head_hash=head[1])
-    if connection.dialect.name == "postgresql":
-        parameters["b_lock_key"] = _ADVISORY_LOCK_KEY
-    result = await connection.execute(_insert_after(table, connection.dialect.name), parameters)
-    return result.first() is not None
+async def insert_entries(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT entries (audit_log rows, all with the same columns) in one statement."""
+    if rows:
+        await connection.execute(_insert(table), rows if len(rows) > 1 else rows[0])
+
+
+async def stage(
+    connection: Connection, pending: Table, at: int, kind: str, actor: str, data: str
+) -> None:
+    await connection.execute(
+        _insert(pending), {"at": at, "kind": kind, "actor": actor, "data": data}
+    )
+
+
+async def take_pending(
+    connection: Connection, pending: Table, limit: int
+) -> list[tuple[int, int, str, str, str]]:
+    """Remove and return the oldest staged entries, (id, at, kind, actor, data) in id
+    order. Only a chainer holding the append lock calls it."""
+    result = await connection.execute(_take_pending(pending), {"b_limit": limit})
+    return sorted(
+        (int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4])) for row in result
+    )
+
+
+async def count_pending(connection: Connection, pending: Table) -> int:
+    result = await connection.execute(select(func.count()).select_from(pending))
+    return int(result.scalar_one())
 
 
 async def entries_after(

@@ -15,7 +15,8 @@ payee side   payees (merchants and persons), requests (REQUEST states, with the 
              that only this processor knows), inbound transfers (PAYEE_TRANSFER states,
              holding only the one-time payer reference, never a payer identity), refunds
              sent (REFUND states) and the webhook outbox of signed payment notices.
-audit        audit_log, the hash-chained audit log (semops.store.audit).
+audit        audit_log, the hash-chained audit log, and audit_pending, entries staged for it
+             (semops.store.audit).
 
 Every function takes an open connection: the caller decides the transaction boundary.
 `for_update` locks the row on PostgreSQL and is a no-op on SQLite, whose writers are
@@ -57,7 +58,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from semops.store import outbox as outbox_queries
 from semops.store import prepared
-from semops.store.audit import audit_table
+from semops.store.audit import audit_pending_table, audit_table
 from semops.store.db import Connection
 
 metadata = MetaData()
@@ -384,6 +385,7 @@ outbox = Table(
 
 
 audit_log = audit_table(metadata)
+audit_pending = audit_pending_table(metadata)
 
 # --- generic row access ---------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ windows       settlement windows: exactly one is open; every committed transfer 
 window_positions  each processor's position per currency within one window, with sent
               and received totals and counts: the net-debit cap is checked against the
               open window's row, and the report is checked against these rows.
-audit_log     the hash-chained audit log (semops.store.audit).
+audit_log     the hash-chained audit log, audit_pending the entries staged for it
+              (semops.store.audit).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from semops.core.limits import DIRECTORY_ENTRIES_MAX
 from semops.store import outbox as outbox_queries
 from semops.store import prepared
-from semops.store.audit import audit_table
+from semops.store.audit import audit_pending_table, audit_table
 from semops.store.db import Connection, upsert
 
 metadata = MetaData()
@@ -176,6 +177,7 @@ window_positions = Table(
 )
 
 audit_log = audit_table(metadata)
+audit_pending = audit_pending_table(metadata)
 
 outbox = Table(
     "outbox",
