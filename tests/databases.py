@@ -101,6 +101,37 @@ _LEDGER_AS_BOOKED: Final = {
 }
 
 
+# What "unchanged" reads of the router's positions, as booked: a fold of committed transfers
+# into the position rows (semops.store.router.fold_positions) states no new fact, so the
+# positions and window positions are read as their rows plus the unfolded transfers, and
+# transfers without their `folded` flag (the SQL of semops.store.router's booked reads).
+_UNFOLDED_SIDES: Final = (
+    "SELECT window_id, payer_processor AS participant_id, currency, -amount_minor AS net_minor,"
+    " amount_minor AS sent_minor, 0 AS received_minor, 1 AS sent_count, 0 AS received_count"
+    " FROM transfers WHERE NOT folded UNION ALL"
+    " SELECT window_id, payee_processor, currency, amount_minor, 0, amount_minor, 0, 1"
+    " FROM transfers WHERE NOT folded"
+)
+_POSITIONS_AS_BOOKED: Final = {
+    "positions": (
+        "SELECT participant_id, currency, SUM(net_minor) FROM ("
+        "SELECT participant_id, currency, net_minor FROM positions UNION ALL"
+        f" SELECT participant_id, currency, net_minor FROM ({_UNFOLDED_SIDES}) AS unfolded"
+        ") AS booked GROUP BY participant_id, currency"
+    ),
+    "window_positions": (
+        "SELECT window_id, participant_id, currency, SUM(net_minor), SUM(sent_minor),"
+        " SUM(received_minor), SUM(sent_count), SUM(received_count) FROM ("
+        "SELECT * FROM window_positions UNION ALL"
+        f" SELECT * FROM ({_UNFOLDED_SIDES}) AS unfolded"
+        ") AS booked GROUP BY window_id, participant_id, currency"
+    ),
+    "transfers": (
+        "SELECT transfer_id, kind, payer_processor, payee_processor, amount_minor, currency,"
+        " condition, expires_at, state, fulfilment, reason_code, original_transfer_id,"
+        " content_digest, created_at, decided_at, window_id, routed FROM transfers"
+    ),
+}
 # What "unchanged" reads of an audit log: its entries, chained or still staged
 # (semops.audit.log.AuditLog.chain_pending moves them from one table to the other and adds
 # checkpoints: neither states a new fact), without checkpoints, seq or hashes.
@@ -115,10 +146,13 @@ _AUDIT_AS_ENTRIES: Final = {
 
 def select_as_booked(table: str, tables: Collection[str]) -> str:
     """The SELECT that reads every row of `table` for a before/after comparison: a
-    processor's ledger as booked (it has `postings`), an audit log as its entries (it
-    has `audit_pending`), any other table as stored."""
+    processor's ledger as booked (it has `postings`), the router's positions as booked
+    (it has `window_positions`), an audit log as its entries (it has `audit_pending`), any
+    other table as stored."""
     if table in _LEDGER_AS_BOOKED and "postings" in tables:
         return _LEDGER_AS_BOOKED[table]
+    if table in _POSITIONS_AS_BOOKED and "window_positions" in tables:
+        return _POSITIONS_AS_BOOKED[table]
     if table in _AUDIT_AS_ENTRIES and "audit_pending" in tables:
         return _AUDIT_AS_ENTRIES[table]
     return f'SELECT * FROM "{table}"'

@@ -76,27 +76,6 @@ async def test_background_work_resolves_orders_and_delivers_notices(network: Net
     assert await wallet.balance() == 9600
 
 
-async def test_a_failing_background_pass_does_not_stop_the_loop(network: Network) -> None:
-    bank = await network.add("bank-a")
-    calls = 0
-
-    async def flaky() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-
-    stop = asyncio.Event()
-    task = asyncio.create_task(bank.processor._every(stop, 0.01, flaky))
-    await wait_for(lambda: _true(calls >= 3))
-    stop.set()
-    await asyncio.wait_for(task, 5)
-
-
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_build_processor_migrates_and_loads_keys(network: Network) -> None:
     data_dir = network.issue("bank-q")
     settings = ProcessorSettings(

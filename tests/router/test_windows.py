@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 
 from semops.audit.chain import verify_chain
@@ -50,7 +51,7 @@ from semops.service.clock import SystemClock
 from semops.service.files import read_private_key
 from semops.store import router as store
 from semops.store.db import Database
-from semops.store.migrate import upgrade
+from semops.store.migrate import alembic_config, upgrade
 
 pytestmark = pytest.mark.anyio
 
@@ -376,3 +377,99 @@ async def test_the_cap_holds_against_concurrent_prepares(scheme: Scheme) -> None
     window = await scheme.settlement.window(1)
     positions = {row["participant_id"]: row["net_minor"] for row in window["positions"]}
     assert positions["bank-a"] == -1_000
+
+
+async def _booked(database: Database) -> tuple[Any, ...]:
+    async with database.read() as connection:
+        return (
+            await store.list_positions(connection),
+            await store.window_positions_of(connection, 1),
+            await store.window_positions_of(connection, 2),
+            await store.window_transfer_count(connection, 2),
+            await store.cap_exposure(connection, "bank-a", "EUR"),
+        )
+
+
+async def _kept(database: Database) -> tuple[Any, ...]:
+    async with database.read() as connection:
+        positions = (await connection.execute(text("SELECT * FROM positions"))).all()
+        windows = (await connection.execute(text("SELECT * FROM window_positions"))).all()
+        unfolded = (
+            await connection.execute(text("SELECT transfer_id FROM transfers WHERE NOT folded"))
+        ).all()
+    return sorted(positions), sorted(windows), len(unfolded)
+
+
+async def test_commits_leave_the_position_rows_alone_and_each_is_folded_in_once(
+    scheme: Scheme, database_url: str
+) -> None:
+    """A commit touches no position row; the fold adds each committed transfer to its
+    window's and both processors' rows once, and no booked position moves when it does.
+    Two folds at once (two workers) fold each transfer once: on PostgreSQL each skips the
+    rows the other holds."""
+    for amount in (100, 200, 300):
+        await scheme.pay(amount)
+    await scheme.pay(40, payer="mno-b", payee="bank-a")
+    await scheme.settlement.close_window()  # reads the positions as booked: none folded
+    await scheme.pay(50)
+    booked = await _booked(scheme.database)
+    positions, window_1, window_2, count_2, exposure = booked
+    assert [(p["participant_id"], p["net_minor"]) for p in positions] == [
+        ("bank-a", -610),
+        ("mno-b", 610),
+    ]
+    assert [(w["participant_id"], w["net_minor"], w["sent_count"]) for w in window_1] == [
+        ("bank-a", -560, 3),
+        ("mno-b", 560, 1),
+    ]
+    assert [(w["participant_id"], w["sent_minor"]) for w in window_2] == [
+        ("bank-a", 50),
+        ("mno-b", 0),
+    ]
+    assert (count_2, exposure) == (1, (-50, 0))
+    assert await _kept(scheme.database) == ([], [], 5)
+
+    second = Database(database_url)
+    try:
+
+        async def fold(database: Database) -> int:
+            async with database.write() as connection:
+                return await store.fold_positions(connection, 100)
+
+        assert sum(await asyncio.gather(fold(scheme.database), fold(second))) == 5
+        assert await fold(second) == 0
+    finally:
+        await second.dispose()
+    assert await _booked(scheme.database) == booked
+    positions_rows, window_rows, unfolded = await _kept(scheme.database)
+    assert positions_rows == [("bank-a", "EUR", -610), ("mno-b", "EUR", 610)]
+    assert len(window_rows) == 4 and unfolded == 0
+    assert await scheme.router.fold_positions() == 0
+
+
+def _downgrade_then_upgrade(connection: Any) -> None:
+    config = alembic_config("router")
+    config.attributes["connection"] = connection
+    command.downgrade(config, "a7c1e5d9b3f2")  # before the fold: positions kept at commit
+    positions = connection.execute(text("SELECT * FROM positions")).all()
+    windows = connection.execute(text("SELECT * FROM window_positions")).all()
+    connection.info["downgraded"] = (sorted(positions), sorted(windows))
+    command.upgrade(config, "head")
+
+
+async def test_a_downgrade_folds_the_unfolded_transfers_into_the_rows(scheme: Scheme) -> None:
+    """Going back to the revision before the fold leaves every position in its row."""
+    await scheme.pay(100)
+    await scheme.pay(30, payer="mno-b", payee="bank-a")
+    await scheme.router.fold_positions()
+    await scheme.pay(200)  # left unfolded
+    booked = await _booked(scheme.database)
+    async with scheme.database.engine.begin() as connection:
+        await connection.run_sync(_downgrade_then_upgrade)
+        positions, windows = connection.info.pop("downgraded")
+    assert positions == [("bank-a", "EUR", -270), ("mno-b", "EUR", 270)]
+    assert windows == [
+        (1, "bank-a", "EUR", -270, 300, 30, 2, 1),
+        (1, "mno-b", "EUR", 270, 30, 300, 1, 2),
+    ]
+    assert await _booked(scheme.database) == booked  # and up again: folded, the same

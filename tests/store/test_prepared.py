@@ -169,6 +169,7 @@ async def _router_checks(database: Database) -> None:
             "decided_at": 9,
             "fulfilment": "f" * 43,
             "window_id": 1,
+            "folded": False,
         }
         assert await r.decide_transfer(c, "t1", state="aborted", decided_at=10) is None
         assert await r.revoked_among(c, "kid", ["a", "b", "a"]) == set()
@@ -177,15 +178,33 @@ async def _router_checks(database: Database) -> None:
         assert row is not None
         assert (row["state"], row["decided_at"], row["window_id"]) == ("committed", 9, 1)
         assert row["reason_code"] is None
-        assert await r.get_position(c, "bank-a", "EUR") == -150
-        (position,) = await r.window_positions_of(c, 1)
-        assert (position["net_minor"], position["sent_minor"], position["received_minor"]) == (
-            -113,
-            120,
-            7,
-        )
-        assert (position["sent_count"], position["received_count"]) == (2, 1)
         assert len(await r.due_messages(c, 3, 10)) == 1
+    # t1 (100 from bank-a to bank-b) is booked before it is folded and after, once.
+    for fold in (False, True):
+        if fold:
+            async with database.write() as c:
+                assert await r.fold_positions(c, 10) == 1
+                assert await r.fold_positions(c, 10) == 0
+        async with database.read() as c:
+            assert await r.list_positions(c) == [
+                {"participant_id": "bank-a", "currency": "EUR", "net_minor": -250},
+                {"participant_id": "bank-b", "currency": "EUR", "net_minor": 100},
+            ]
+            sent, received = await r.window_positions_of(c, 1)
+            assert sent == {
+                "window_id": 1,
+                "participant_id": "bank-a",
+                "currency": "EUR",
+                "net_minor": -213,
+                "sent_minor": 220,
+                "received_minor": 7,
+                "sent_count": 3,
+                "received_count": 1,
+            }
+            assert await r.window_positions_of(c, 1, "bank-b") == [received]
+            assert (received["net_minor"], received["received_count"]) == (100, 1)
+            assert await r.window_transfer_count(c, 1) == 3
+            assert await r.cap_exposure(c, "bank-a", "EUR") == (-213, 0)
 
 
 async def _merchant_checks(database: Database) -> None:

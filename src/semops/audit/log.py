@@ -20,7 +20,6 @@ when it starts and stops, so nothing stays staged across a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -41,6 +40,7 @@ from semops.audit.chain import (
 from semops.core.clock import Clock
 from semops.core.encoding import canonical_json
 from semops.crypto import PrivateKey
+from semops.service.loops import every
 from semops.store import audit as store
 from semops.store.db import Connection, Database
 
@@ -85,6 +85,7 @@ class AuditLog:
         # Set when this process stages an entry; `chain_pending` skips its transaction
         # while nothing was staged since the last pass.
         self._staged = False
+        self._passes = 0
 
     async def stage(
         self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
@@ -97,15 +98,11 @@ class AuditLog:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Chain staged entries every CHAIN_INTERVAL_S until `stop` is set."""
-        passes = 0
-        while not stop.is_set():
-            passes += 1
-            try:
-                await self.chain_pending(anyway=passes % CHAIN_LOOK_ANYWAY_EVERY == 0)
-            except Exception as error:  # keep the loop alive; the error is logged
-                log.error("audit_chain_failed", error_type=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CHAIN_INTERVAL_S)
+        await every(stop, CHAIN_INTERVAL_S, self._chain_pass)
+
+    async def _chain_pass(self) -> None:
+        self._passes += 1
+        await self.chain_pending(anyway=self._passes % CHAIN_LOOK_ANYWAY_EVERY == 0)
 
     async def chain_pending(self, *, anyway: bool = True) -> int:
         """Append every staged entry to the log; how many. Without `anyway`, nothing is

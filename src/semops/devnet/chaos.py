@@ -549,10 +549,9 @@ async def read_snapshot(proxied: ProxiedNetwork) -> Snapshot:
     try:
         transfers = await _rows(database, router_tables.transfers, "transfer_id")
         async with database.read() as connection:
-            result = await connection.execute(select(router_tables.positions))
             positions = {
                 str(row["participant_id"]): int(row["net_minor"])
-                for row in result.mappings()
+                for row in await router_tables.list_positions(connection)
                 if row["currency"] == CURRENCY
             }
         router_outbox = await _count(database, router_tables.outbox)

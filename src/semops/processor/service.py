@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -42,6 +41,7 @@ from semops.processor.payer import Payer
 from semops.processor.refunds import Refunds
 from semops.processor.settings import ProcessorSettings
 from semops.protocol import DirectoryKey, TransferStatus
+from semops.service.loops import every
 from semops.service.outbox import OUTBOX_POLL_INTERVAL_S
 from semops.store import processor as store
 from semops.store.db import Database
@@ -307,13 +307,11 @@ class Processor:
             raise
         tasks = [
             chainer,
-            asyncio.create_task(self._every(stop, IN_DOUBT_POLL_INTERVAL_S, self._resolve)),
+            asyncio.create_task(every(stop, IN_DOUBT_POLL_INTERVAL_S, self._resolve)),
             asyncio.create_task(self._outbox_loop(stop)),
-            asyncio.create_task(
-                self._every(stop, DIRECTORY_REFRESH_INTERVAL_S, self._refresh_directory)
-            ),
-            asyncio.create_task(self._every(stop, AUDIT_SEAL_INTERVAL_S, self.audit.seal_if_quiet)),
-            asyncio.create_task(self._every(stop, LEDGER_FOLD_INTERVAL_S, self._fold_ledger)),
+            asyncio.create_task(every(stop, DIRECTORY_REFRESH_INTERVAL_S, self._refresh_directory)),
+            asyncio.create_task(every(stop, AUDIT_SEAL_INTERVAL_S, self.audit.seal_if_quiet)),
+            asyncio.create_task(every(stop, LEDGER_FOLD_INTERVAL_S, self._fold_ledger)),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -342,27 +340,12 @@ class Processor:
         if not self.directory.is_listed():  # the router forgot us (a new database): rejoin
             await self.directory.register()
 
-    async def _every(
-        self, stop: asyncio.Event, interval_s: float, work: Callable[[], Awaitable[None]]
-    ) -> None:
-        while not stop.is_set():
-            try:
-                await work()
-            except Exception as error:  # keep the loop alive; the error is logged
-                log.error(
-                    "background_failed",
-                    error_type=type(error).__name__,
-                    code=getattr(error, "code", None),
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-
     async def _outbox_loop(self, stop: asyncio.Event) -> None:
         """Webhook deliveries as they are queued, and the pending gauge once a poll (not
         once a delivery: it is a count over the outbox)."""
         delivering = asyncio.create_task(self.payees.outbox.run(stop))
         try:
-            await self._every(stop, OUTBOX_POLL_INTERVAL_S, self.payees.refresh_outbox_gauge)
+            await every(stop, OUTBOX_POLL_INTERVAL_S, self.payees.refresh_outbox_gauge)
         finally:
             delivering.cancel()
             with contextlib.suppress(asyncio.CancelledError):

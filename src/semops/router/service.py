@@ -22,9 +22,13 @@ Theory of operation (DESIGN.md §3, §6, §8):
   identical token is sent again — at once a few times, then every few seconds by `redrive`
   — until the payee answers (from its storage, if it had answered before) or the transfer
   expires. A lost message therefore delays a payment instead of failing it.
-- Recording COMMITTED, together with both net positions, the settlement window that is
-  open (semops.router.settlement) and an audit entry, in one database transaction is the
-  commit point: from then on both processors must finish the payment. The payer
+- Recording COMMITTED, together with the settlement window that is open
+  (semops.router.settlement), the status message for the payee and an audit entry (staged),
+  in one database transaction is the commit point: from then on both processors must
+  finish the payment. The commit marks the transfer unfolded instead of moving both net
+  positions: a background pass folds committed transfers into the position rows, and a
+  position is read as booked (row plus unfolded transfers), so no two commits wait on
+  the same row. The payer
   processor hears the outcome in the reply to its prepare; the payee processor through the
   durable outbox, re-sent until acknowledged. Anyone may ask for a transfer's state.
 - A transfer still RESERVED at its expiry is aborted by a sweeper, and both sides are told.
@@ -93,6 +97,7 @@ from semops.protocol import (
 )
 from semops.router.participants import Participants, RegistrationAnswer
 from semops.service.http import Peer
+from semops.service.loops import every
 from semops.service.outbox import OUTBOX_DELIVERY_TIMEOUT_S, Deliverer
 from semops.store import router as store
 from semops.store.db import Database
@@ -114,6 +119,10 @@ REDRIVE_INTERVAL_S: Final = 2
 REDRIVE_BATCH_MAX: Final = 64
 # Resends in flight at once: each may end in a commit, which needs a database connection.
 REDRIVE_CONCURRENCY: Final = 8
+# Committed transfers are folded into the positions this often, at most this many per
+# write transaction: a booked position reads the row and a second's worth of transfers.
+POSITIONS_FOLD_INTERVAL_S: Final = 1.0
+POSITIONS_FOLD_BATCH_MAX: Final = 5000
 SCHEME_STATUS_PATH: Final = "/v1/scheme/status"
 SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
 SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
@@ -728,17 +737,14 @@ class Router:
                             now,
                         )
                     )
-                # Signed and queued first, the audit entry staged (no shared row): the rows
-                # every commit shares (the positions) are taken last, so on PostgreSQL they
-                # are held for the fewest statements before COMMIT.
+                # No row another commit touches: the positions are folded in later
+                # (`fold_positions`), the audit entry is staged.
                 await self.audit.stage(
                     connection,
                     f"transfer_{target.value}",
                     self.identity.router_id,
                     _audited(decided),
                 )
-                if committed:
-                    await self._move_positions(connection, decided, decided["window_id"])
                 row = decided
         self.outbox.offer(queued)  # committed: on their way without a look at the outbox
         log.info("transfer_decided", transfer_id=transfer_id, state=row["state"])
@@ -760,36 +766,16 @@ class Router:
                 return window_id
         raise SemopsError(E.UNAVAILABLE, "no open settlement window")
 
-    @staticmethod
-    async def _move_positions(connection: Any, row: dict[str, Any], window_id: int) -> None:
-        """Both participants' positions, always in participant-id order: two commits in
-        opposite directions (A pays B while B pays A) must lock the rows in the same order,
-        or PostgreSQL finds a deadlock and one commit fails."""
-        sender, receiver = row["payer_processor"], row["payee_processor"]
-        currency, amount = row["currency"], row["amount_minor"]
-        sides = sorted([(sender, -amount, amount, 0), (receiver, amount, 0, amount)])
-        if sender == receiver:  # one row, both ways (one upsert must not touch it twice)
-            for participant, delta, sent, received in sides:
-                await store.adjust_position(connection, participant, currency, delta)
-                await store.adjust_window_position(
-                    connection,
-                    window_id,
-                    participant,
-                    currency,
-                    sent_minor=sent,
-                    received_minor=received,
-                )
-            return
-        # One statement per table for both sides; the rows are locked in the order given.
-        await store.adjust_positions(
-            connection, currency, [(participant, delta) for participant, delta, _, _ in sides]
-        )
-        await store.adjust_window_positions(
-            connection,
-            window_id,
-            currency,
-            [(participant, sent, received) for participant, _, sent, received in sides],
-        )
+    async def fold_positions(self) -> int:
+        """The transfers committed since the last pass into the positions and window
+        positions, a batch per short write transaction, until none is left; how many."""
+        folded = 0
+        while True:
+            async with self.database.write() as connection:
+                batch = await store.fold_positions(connection, POSITIONS_FOLD_BATCH_MAX)
+            folded += batch
+            if batch < POSITIONS_FOLD_BATCH_MAX:
+                return folded
 
     async def sweep_expired(self) -> int:
         """Abort every transfer still RESERVED after its expiry; returns how many."""
@@ -930,6 +916,7 @@ class Router:
             asyncio.create_task(self._redrive_loop(stop)),
             asyncio.create_task(self.outbox.run(stop)),
             asyncio.create_task(self.audit.run(stop)),
+            asyncio.create_task(every(stop, POSITIONS_FOLD_INTERVAL_S, self.fold_positions)),
         ]
         try:
             await self._sweep_loop(stop)

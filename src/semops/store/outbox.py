@@ -6,10 +6,53 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Integer, Select, Table, Update, bindparam, select, update
+from sqlalchemy import Insert, Integer, Select, Table, Update, bindparam, insert, select, update
 
 from semops.store import prepared
 from semops.store.db import Connection
+
+# Every outbox table has these columns; the rest are its payload (destination and body, and
+# where it goes: the router's `path`, a processor's `request_id`).
+_BOOKKEEPING = frozenset(
+    {"message_id", "attempts", "next_attempt_at", "delivered_at", "created_at"}
+)
+
+
+@functools.cache
+def _enqueue(outbox: Table) -> Insert:
+    payload = [column for column in outbox.c if column.key not in _BOOKKEEPING]
+    return (
+        insert(outbox)
+        .values(
+            {
+                **{column.key: prepared.param(column) for column in payload},
+                "attempts": 0,
+                "next_attempt_at": prepared.param(outbox.c.next_attempt_at),
+                "delivered_at": None,
+                "created_at": prepared.param(outbox.c.created_at),
+            }
+        )
+        .returning(outbox.c.message_id)
+    )
+
+
+async def enqueue(
+    connection: Connection, outbox: Table, payload: dict[str, Any], now: int
+) -> dict[str, Any]:
+    """Queue a message (`payload`: the table's payload columns); the row as stored, its id
+    from the insert, for the deliverer."""
+    parameters = {f"b_{name}": value for name, value in payload.items()}
+    result = await connection.execute(
+        _enqueue(outbox), {**parameters, "b_next_attempt_at": now, "b_created_at": now}
+    )
+    return {
+        "message_id": int(result.scalar_one()),
+        **payload,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "delivered_at": None,
+        "created_at": now,
+    }
 
 
 @functools.cache

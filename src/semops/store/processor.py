@@ -940,30 +940,12 @@ async def inbound_with_request(
     )
 
 
-_enqueue: Final = insert(outbox).values(
-    destination=prepared.param(outbox.c.destination),
-    request_id=prepared.param(outbox.c.request_id),
-    body=prepared.param(outbox.c.body),
-    attempts=0,
-    next_attempt_at=prepared.param(outbox.c.next_attempt_at),
-    delivered_at=None,
-    created_at=prepared.param(outbox.c.created_at),
-)
-
-
 async def enqueue(
     connection: Connection, destination: str, request_id: str, body: str, now: int
-) -> None:
-    await connection.execute(
-        _enqueue,
-        {
-            "b_destination": destination,
-            "b_request_id": request_id,
-            "b_body": body,
-            "b_next_attempt_at": now,
-            "b_created_at": now,
-        },
-    )
+) -> dict[str, Any]:
+    """Queue a payment notice; the row as stored, for the deliverer."""
+    payload = {"destination": destination, "request_id": request_id, "body": body}
+    return await outbox_queries.enqueue(connection, outbox, payload, now)
 
 
 async def due_messages(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:

@@ -11,16 +11,19 @@ transfers     every payment and refund the router has seen, with its state at th
               point. The row is written RESERVED before the payee side is asked, and moves
               to COMMITTED or ABORTED exactly once (ROUTER_TRANSFER in protocol/states.py).
 positions     each processor's net position per currency: + is owed to it, - it owes.
-              Updated in the same transaction as the commit, so positions always equal
-              the sum of committed transfers.
+              A commit touches no position row: its transfer is marked unfolded, and a
+              background pass folds such transfers into the rows; a position as booked
+              (the row plus the unfolded transfers, one statement) always equals the sum
+              of committed transfers.
 outbox        router-signed status messages waiting to be delivered to a processor that
               did not answer; re-sent until acknowledged.
 windows       settlement windows: exactly one is open; every committed transfer carries
               the id of the window that was open when it committed (`transfers.window_id`,
               set in the committing transaction). Closing stores the signed report.
 window_positions  each processor's position per currency within one window, with sent
-              and received totals and counts: the net-debit cap is checked against the
-              open window's row, and the report is checked against these rows.
+              and received totals and counts, folded in the same way: the net-debit cap
+              is checked against the open window's, and the report against these, as
+              booked.
 audit_log     the hash-chained audit log, audit_pending the entries staged for it
               (semops.store.audit).
 """
@@ -32,18 +35,24 @@ from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     bindparam,
     func,
     insert,
+    literal,
+    not_,
     select,
     text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -128,9 +137,18 @@ transfers = Table(
     # identical, until the payee answers or the transfer expires (a lost message or a
     # router restart must not fail a payment the payee would accept).
     Column("routed", Text, nullable=True),
+    # False from the commit until the transfer is added to positions and window_positions
+    # (`fold_positions`); true for every other row.
+    Column("folded", Boolean, nullable=False, server_default=true()),
     Index("ix_transfers_state_expires", "state", "expires_at"),
     Index("ix_transfers_original", "original_transfer_id"),
     Index("ix_transfers_window", "window_id"),
+    Index(
+        "ix_transfers_unfolded",
+        "window_id",
+        sqlite_where=text("folded = 0"),
+        postgresql_where=text("NOT folded"),
+    ),
 )
 
 positions = Table(
@@ -438,6 +456,7 @@ def _decide_transfer(dialect: str, in_window: bool) -> Any:
         if dialect == "postgresql":
             window = window.with_for_update(read=True)
         values["window_id"] = window.scalar_subquery()
+        values["folded"] = False  # positions: `fold_positions` adds it
     return (
         update(transfers)
         .where(
@@ -575,85 +594,44 @@ async def adjust_position(
 
 
 @functools.cache
-def _adjust_positions(dialect: str, count: int) -> Any:
-    """`count` participants' positions in one upsert: each row's DO UPDATE adds its own
-    VALUES (`excluded`), so the rows may carry different deltas."""
-    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_for(positions).from_select(
-        [column.key for column in positions.c], prepared.bound_rows(positions, count)
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["participant_id", "currency"],
-        set_={"net_minor": positions.c.net_minor + statement.excluded.net_minor},
-    )
-
-
-async def adjust_positions(
-    connection: Connection, currency: str, deltas: list[tuple[str, int]]
-) -> None:
-    """Move several participants' positions (distinct ids, locked in the order given) in
-    one statement."""
-    assert len({participant for participant, _ in deltas}) == len(deltas), deltas
-    parameters: dict[str, Any] = {}
-    for index, (participant_id, delta_minor) in enumerate(deltas):
-        parameters[f"b_participant_id_{index}"] = participant_id
-        parameters[f"b_currency_{index}"] = currency
-        parameters[f"b_net_minor_{index}"] = delta_minor
-    await connection.execute(_adjust_positions(connection.dialect.name, len(deltas)), parameters)
-
-
-async def get_position(connection: Connection, participant_id: str, currency: str) -> int:
-    result = await connection.execute(
-        select(positions.c.net_minor).where(
-            positions.c.participant_id == participant_id, positions.c.currency == currency
-        )
-    )
-    value = result.scalar_one_or_none()
-    return int(value) if value is not None else 0
-
-
-@functools.cache
 def _cap_exposure() -> Any:
-    window = window_positions.c
     open_window = select(windows.c.window_id).where(windows.c.state == "open").scalar_subquery()
+    participant_id = prepared.param(window_positions.c.participant_id)
+    currency = prepared.param(window_positions.c.currency)
+    w = window_positions.c
+    kept = select(w.participant_id, w.currency, w.net_minor).where(w.window_id == open_window)
+    sides = [side.subquery() for side in _unfolded_sides(open_window)]
+    booked = union_all(
+        kept, *(select(s.c.participant_id, s.c.currency, s.c.net_minor) for s in sides)
+    ).subquery("booked")
     position = (
-        select(window.net_minor)
-        .where(
-            window.window_id == open_window,
-            window.participant_id == prepared.param(window.participant_id),
-            window.currency == prepared.param(window.currency),
-        )
+        select(func.coalesce(func.sum(booked.c.net_minor), 0))
+        .where(booked.c.participant_id == participant_id, booked.c.currency == currency)
         .scalar_subquery()
     )
     in_flight = (
         select(func.coalesce(func.sum(transfers.c.amount_minor), 0))
         .where(
-            transfers.c.payer_processor == prepared.param(window.participant_id),
-            transfers.c.currency == prepared.param(window.currency),
+            transfers.c.payer_processor == participant_id,
+            transfers.c.currency == currency,
             transfers.c.state == "reserved",
         )
         .scalar_subquery()
     )
-    return select(func.coalesce(position, 0), in_flight)
+    return select(position, in_flight)
 
 
 async def cap_exposure(
     connection: Connection, participant_id: str, currency: str
 ) -> tuple[int, int]:
-    """What counts against a processor's cap: its net position in the open window (0 if no
-    window is open) and what it may still owe for payments in flight. One statement, so
-    one snapshot: read apart, a commit landing between the reads (reserved becomes
-    position) would be missed by both under READ COMMITTED."""
+    """What counts against a processor's cap: its booked net position in the open window (0
+    if no window is open) and what it may still owe for payments in flight. One statement,
+    so one snapshot: read apart, a commit landing between the reads (reserved becomes
+    position), or a fold (unfolded becomes the row), would be missed or counted twice
+    under READ COMMITTED."""
     parameters = {"b_participant_id": participant_id, "b_currency": currency}
     row = (await connection.execute(_cap_exposure(), parameters)).one()
     return int(row[0]), int(row[1])
-
-
-async def list_positions(connection: Connection) -> list[dict[str, Any]]:
-    result = await connection.execute(
-        select(positions).order_by(positions.c.participant_id, positions.c.currency)
-    )
-    return [dict(row) for row in result.mappings()]
 
 
 # --- settlement windows ---------------------------------------------------------------------
@@ -775,71 +753,6 @@ async def adjust_window_position(
     )
 
 
-_WINDOW_SUMS: Final = ("net_minor", "sent_minor", "received_minor", "sent_count", "received_count")
-
-
-@functools.cache
-def _adjust_window_positions(dialect: str, count: int) -> Any:
-    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_for(window_positions).from_select(
-        [column.key for column in window_positions.c],
-        prepared.bound_rows(window_positions, count),
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["window_id", "participant_id", "currency"],
-        set_={name: window_positions.c[name] + statement.excluded[name] for name in _WINDOW_SUMS},
-    )
-
-
-async def adjust_window_positions(
-    connection: Connection, window_id: int, currency: str, moves: list[tuple[str, int, int]]
-) -> None:
-    """`adjust_window_position` for several participants, (id, sent, received) each, in one
-    statement (distinct ids, locked in the order given)."""
-    assert len({participant for participant, _, _ in moves}) == len(moves), moves
-    parameters: dict[str, Any] = {}
-    for index, (participant_id, sent_minor, received_minor) in enumerate(moves):
-        parameters.update(
-            {
-                f"b_window_id_{index}": window_id,
-                f"b_participant_id_{index}": participant_id,
-                f"b_currency_{index}": currency,
-                f"b_net_minor_{index}": received_minor - sent_minor,
-                f"b_sent_minor_{index}": sent_minor,
-                f"b_received_minor_{index}": received_minor,
-                f"b_sent_count_{index}": int(sent_minor > 0),
-                f"b_received_count_{index}": int(received_minor > 0),
-            }
-        )
-    await connection.execute(
-        _adjust_window_positions(connection.dialect.name, len(moves)), parameters
-    )
-
-
-async def window_positions_of(
-    connection: Connection, window_id: int, participant_id: str | None = None
-) -> list[dict[str, Any]]:
-    query = select(window_positions).where(window_positions.c.window_id == window_id)
-    if participant_id is not None:
-        query = query.where(window_positions.c.participant_id == participant_id)
-    result = await connection.execute(
-        query.order_by(window_positions.c.participant_id, window_positions.c.currency).limit(
-            DIRECTORY_ENTRIES_MAX * 8
-        )
-    )
-    return [dict(row) for row in result.mappings()]
-
-
-async def window_transfer_count(connection: Connection, window_id: int) -> int:
-    """How many transfers a window holds (each is sent by exactly one processor)."""
-    result = await connection.execute(
-        select(func.coalesce(func.sum(window_positions.c.sent_count), 0)).where(
-            window_positions.c.window_id == window_id
-        )
-    )
-    return int(result.scalar_one())
-
-
 async def reserved_outflows(connection: Connection, participant_id: str) -> dict[str, int]:
     """Per currency, what a processor has in flight (sent, not yet decided)."""
     result = await connection.execute(
@@ -850,48 +763,179 @@ async def reserved_outflows(connection: Connection, participant_id: str) -> dict
     return {str(row[0]): int(row[1]) for row in result}
 
 
-# --- outbox -----------------------------------------------------------------------------------
+# --- positions, folded in from the committed transfers --------------------------------------
+#
+# A commit marks its transfer unfolded (`folded` false) and touches no row another commit
+# touches. `fold_positions`, the background pass, adds unfolded transfers to `positions` and
+# `window_positions` in batches and marks them folded. A position *is* ("booked") its row
+# plus the transfers not folded into it yet, read in one statement: one snapshot, and a fold
+# moves a transfer from one side to the other in one transaction, so nothing is counted
+# twice or missed.
+
+_SUMS: Final = ("net_minor", "sent_minor", "received_minor", "sent_count", "received_count")
 
 
-_ENQUEUE: Final = (
-    insert(outbox)
-    .values(
-        destination=prepared.param(outbox.c.destination),
-        path=prepared.param(outbox.c.path),
-        body=prepared.param(outbox.c.body),
-        attempts=0,
-        next_attempt_at=prepared.param(outbox.c.next_attempt_at),
-        delivered_at=None,
-        created_at=prepared.param(outbox.c.created_at),
+def _unfolded_sides(window_id: Any | None) -> list[Select[Any]]:
+    """Each unfolded transfer once per side, as window_positions columns (window_id,
+    participant_id, currency and the sums), of one window or of all."""
+    t = transfers.c
+    zero, one = literal(0, BigInteger()), literal(1, BigInteger())
+    sides = []
+    for participant, sending in ((t.payer_processor, True), (t.payee_processor, False)):
+        query = select(
+            t.window_id.label("window_id"),
+            participant.label("participant_id"),
+            t.currency.label("currency"),
+            (-t.amount_minor if sending else t.amount_minor).label("net_minor"),
+            (t.amount_minor if sending else zero).label("sent_minor"),
+            (zero if sending else t.amount_minor).label("received_minor"),
+            (one if sending else zero).label("sent_count"),
+            (zero if sending else one).label("received_count"),
+        ).where(not_(t.folded))
+        if window_id is not None:
+            query = query.where(t.window_id == window_id)
+        sides.append(query)
+    return sides
+
+
+@functools.cache
+def _booked_window_positions(with_participant: bool) -> Select[Any]:
+    window_id = bindparam("b_window_id", type_=BigInteger())
+    w = window_positions.c
+    kept = select(*(w[column.key] for column in window_positions.c)).where(w.window_id == window_id)
+    booked = union_all(kept, *_unfolded_sides(window_id)).subquery("booked")
+    query = select(
+        booked.c.window_id,
+        booked.c.participant_id,
+        booked.c.currency,
+        *(func.sum(booked.c[name]).label(name) for name in _SUMS),
+    ).group_by(booked.c.window_id, booked.c.participant_id, booked.c.currency)
+    if with_participant:
+        query = query.where(
+            booked.c.participant_id == bindparam("b_participant_id", type_=String())
+        )
+    return query.order_by(booked.c.participant_id, booked.c.currency).limit(
+        DIRECTORY_ENTRIES_MAX * 8
     )
-    .returning(outbox.c.message_id)
-)
+
+
+async def window_positions_of(
+    connection: Connection, window_id: int, participant_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Each processor's booked position per currency within one window (one statement)."""
+    parameters: dict[str, Any] = {"b_window_id": window_id}
+    if participant_id is not None:
+        parameters["b_participant_id"] = participant_id
+    result = await connection.execute(
+        _booked_window_positions(participant_id is not None), parameters
+    )
+    return [{**row, **{name: int(row[name]) for name in _SUMS}} for row in result.mappings()]
+
+
+@functools.cache
+def _booked_positions() -> Select[Any]:
+    kept = select(positions.c.participant_id, positions.c.currency, positions.c.net_minor)
+    sides = [side.subquery() for side in _unfolded_sides(None)]
+    unfolded = [select(s.c.participant_id, s.c.currency, s.c.net_minor) for s in sides]
+    booked = union_all(kept, *unfolded).subquery("booked")
+    return (
+        select(booked.c.participant_id, booked.c.currency, func.sum(booked.c.net_minor))
+        .group_by(booked.c.participant_id, booked.c.currency)
+        .order_by(booked.c.participant_id, booked.c.currency)
+    )
+
+
+async def list_positions(connection: Connection) -> list[dict[str, Any]]:
+    """Every processor's booked net position per currency (one statement)."""
+    result = await connection.execute(_booked_positions())
+    return [
+        {"participant_id": str(row[0]), "currency": str(row[1]), "net_minor": int(row[2])}
+        for row in result
+    ]
+
+
+@functools.cache
+def _window_transfer_count() -> Select[Any]:
+    window_id = bindparam("b_window_id", type_=BigInteger())
+    kept = (
+        select(func.coalesce(func.sum(window_positions.c.sent_count), 0))
+        .where(window_positions.c.window_id == window_id)
+        .scalar_subquery()
+    )
+    unfolded = (
+        select(func.count())
+        .select_from(transfers)
+        .where(not_(transfers.c.folded), transfers.c.window_id == window_id)
+        .scalar_subquery()
+    )
+    return select(kept + unfolded)
+
+
+async def window_transfer_count(connection: Connection, window_id: int) -> int:
+    """How many transfers a window holds (each is sent by exactly one processor)."""
+    result = await connection.execute(_window_transfer_count(), {"b_window_id": window_id})
+    return int(result.scalar_one())
+
+
+async def fold_positions(connection: Connection, limit: int) -> int:
+    """Add up to `limit` unfolded transfers to the positions and window positions and mark
+    them folded, in the caller's write transaction; how many. Each transfer is folded
+    exactly once: the UPDATE takes only rows still unfolded (on PostgreSQL a concurrent
+    fold skips the rows another has locked), and a commit not yet committed is not seen,
+    so the next fold takes it. The rows are moved in key order, so folds running side by
+    side lock them in the same order. SQLite runs one writer at a time."""
+    t = transfers.c
+    pending = (
+        select(t.transfer_id)
+        .where(not_(t.folded))
+        .order_by(t.transfer_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await connection.execute(
+        update(transfers)
+        .where(not_(t.folded), t.transfer_id.in_(pending))
+        .values(folded=True)
+        .returning(t.window_id, t.payer_processor, t.payee_processor, t.currency, t.amount_minor)
+    )
+    nets: dict[tuple[str, str], int] = {}
+    sums: dict[tuple[int, str, str], list[int]] = {}
+    count = 0
+    for window_id, sender, receiver, currency, amount in result:
+        count += 1
+        assert window_id is not None, "a committed transfer carries its window"
+        for participant, sending in ((sender, True), (receiver, False)):
+            nets[(participant, currency)] = nets.get((participant, currency), 0) + (
+                -amount if sending else amount
+            )
+            moved = sums.setdefault((int(window_id), participant, currency), [0, 0, 0, 0, 0])
+            moved[0] += -amount if sending else amount
+            moved[1 if sending else 2] += amount
+            moved[3 if sending else 4] += 1
+    for (participant, currency), net in sorted(nets.items()):
+        await adjust_position(connection, participant, currency, net)
+    for (window_id, participant, currency), moved in sorted(sums.items()):
+        await connection.execute(
+            _adjust_window_position(connection.dialect.name),
+            {
+                "b_window_id": window_id,
+                "b_participant_id": participant,
+                "b_currency": currency,
+                **{f"b_{name}": value for name, value in zip(_SUMS, moved, strict=True)},
+            },
+        )
+    return count
+
+
+# --- outbox -----------------------------------------------------------------------------------
 
 
 async def enqueue(
     connection: Connection, destination: str, path: str, body: str, now: int
 ) -> dict[str, Any]:
-    """Queue a message; the row as stored (its id from the insert), for the deliverer."""
-    row = {
-        "destination": destination,
-        "path": path,
-        "body": body,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "delivered_at": None,
-        "created_at": now,
-    }
-    result = await connection.execute(
-        _ENQUEUE,
-        {
-            "b_destination": destination,
-            "b_path": path,
-            "b_body": body,
-            "b_next_attempt_at": now,
-            "b_created_at": now,
-        },
-    )
-    return {"message_id": int(result.scalar_one()), **row}
+    """Queue a status message; the row as stored, for the deliverer."""
+    payload = {"destination": destination, "path": path, "body": body}
+    return await outbox_queries.enqueue(connection, outbox, payload, now)
 
 
 async def due_messages(connection: Connection, now: int, limit: int) -> list[dict[str, Any]]:
