@@ -41,6 +41,7 @@ class Outbox:
         self.reading: asyncio.Event | None = None  # when set, `due` waits for it after reading
         self.marking: asyncio.Event | None = None  # when set, `delivered` waits for it
         self.marks: list[int] = []  # messages per `delivered` call
+        self.reads = 0  # calls of `due`: looks at the outbox table
 
     def add(self, destination: str, count: int = 1) -> list[int]:
         ids = []
@@ -61,6 +62,7 @@ class Outbox:
         return self.held[destination]
 
     async def due(self, now: int, limit: int) -> list[dict[str, Any]]:
+        self.reads += 1
         rows = [
             dict(row)
             for row in self.rows.values()
@@ -274,7 +276,7 @@ async def test_a_failed_record_of_delivery_leaves_the_message_due_again(
     assert box.undelivered() == [] and box.sent[message_id] == 2  # at least once
 
 
-async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wake_a_look(
+async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wait_in_memory(
     box: Outbox, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
@@ -290,17 +292,48 @@ async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wa
             break
     assert box.undelivered() == []
     release = box.hold("mno-b")
-    later = box.add("mno-b", 3)
+    later = box.add("mno-b", 5) + box.add("bank-c", 3)
     sender.wakeup.clear()
+    reads = box.reads
     sender.offer([box.rows[message_id] for message_id in later])
-    # Two start at once (the destination's bound); the third wakes the next look.
-    assert sender.in_flight_to("mno-b") == 2 and sender.wakeup.is_set()
+    # Two start at once (the destination's bound), two to bank-c (the bound in all); the
+    # rest wait in memory for a slot: no look at the outbox is needed for them.
+    assert (sender.in_flight_to("mno-b"), sender.in_flight_to("bank-c")) == (2, 2)
+    assert not sender.wakeup.is_set()
     release.set()
     for _ in range(100):
         await asyncio.sleep(0.01)
         if not box.undelivered():
             break
     assert box.undelivered() == [] and set(box.sent.values()) == {1}  # none sent twice
+    assert box.reads == reads and box.most_in_flight["mno-b"] == 2
+    assert box.most_in_flight_total == 4
+    stop.set()
+    sender.wakeup.set()
+    await asyncio.wait_for(running, 5)
+
+
+async def test_offered_messages_waiting_for_a_failing_destination_are_left_to_the_polls(
+    box: Outbox, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    sender = deliverer(box, clock, per_destination_max=1, in_flight_max=4)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    await asyncio.sleep(0.01)
+    box.failing.add("mno-b")
+    ids = box.add("mno-b", 3)
+    sender.offer([box.rows[message_id] for message_id in ids])
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if sender.in_flight == 0:
+            break
+    # The first failed and backed the destination off: the two waiting were not sent.
+    assert box.sent == Counter({ids[0]: 1})
+    box.failing.clear()
+    clock.advance(60)
+    await sender.deliver_due()  # the poll finds all three
+    assert box.undelivered() == [] and box.sent[ids[0]] == 2 and box.sent[ids[1]] == 1
     stop.set()
     sender.wakeup.set()
     await asyncio.wait_for(running, 5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -47,6 +48,18 @@ class Context:
     webhooks: HttpClient
     metrics: Metrics = field(default_factory=Metrics)
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # The webhook deliverer's `offer` (semops.service.outbox), wired in by Payees.
+    offer_notices: Callable[[list[dict[str, Any]]], None] | None = None
+
+    def notices_committed(self, queued: list[dict[str, Any]]) -> None:
+        """Notices queued by a transaction that has now committed: on their way without a
+        look at the outbox (before the commit, the deliverer could look and not see them)."""
+        if not queued:
+            return
+        if self.offer_notices is not None:
+            self.offer_notices(queued)
+        else:
+            self.outbox_wakeup.set()
 
     @property
     def processor_id(self) -> str:

@@ -296,12 +296,13 @@ class Payee:
         now: int,
         *,
         stored_state: str | None,
+        queued: list[dict[str, Any]],
     ) -> bool:
         """RESERVED -> PAID for the transfer holding it, with its signed notice queued for
-        the payee's webhook. `stored_state`: the state the row must still be in (False,
-        nothing written, if it is not); None where the caller holds the row locked or
-        wrote it in this transaction. The caller wakes the outbox once its transaction
-        has committed (before, the deliverer could look and not see the notice yet)."""
+        the payee's webhook (added to `queued`). `stored_state`: the state the row must
+        still be in (False, nothing written, if it is not); None where the caller holds the
+        row locked or wrote it in this transaction. The caller hands `queued` to
+        `context.notices_committed` once its transaction has committed."""
         assert payee["payee_id"] == request["payee_id"]
         state = REQUEST.next(RequestState(request["state"]), RequestEvent.TRANSFER_COMMITTED)
         if not await store.update_row(
@@ -313,8 +314,10 @@ class Payee:
         ):
             return False
         if payee["webhook_url"]:
-            await store.enqueue(
-                connection, payee["webhook_url"], request["request_id"], notice, now
+            queued.append(
+                await store.enqueue(
+                    connection, payee["webhook_url"], request["request_id"], notice, now
+                )
             )
         log.info("request_paid", request_id=request["request_id"], transfer_id=transfer_id)
         return True
@@ -326,11 +329,13 @@ class Payee:
         payee: dict[str, Any],
         transfer_id: str,
         now: int,
+        *,
+        queued: list[dict[str, Any]],
     ) -> None:
         """RESERVED -> PAID, for a request locked (or written) in this transaction."""
         notice = self.paid_notice(request, transfer_id, now)
         paid = await self.mark_paid(
-            connection, request, payee, transfer_id, notice, now, stored_state=None
+            connection, request, payee, transfer_id, notice, now, stored_state=None, queued=queued
         )
         assert paid, "the request's row exists"
 
@@ -575,6 +580,7 @@ class Payee:
             return False
         transfer_id = status.transfer_id
         notice = self.paid_notice(request, transfer_id, now)
+        queued: list[dict[str, Any]] = []
         try:
             async with self.context.database.write() as connection:
                 if not await store.update_row(
@@ -593,6 +599,7 @@ class Payee:
                     notice,
                     now,
                     stored_state=request["state"],
+                    queued=queued,
                 ):
                     raise _Changed  # undo the transfer's move with the transaction
                 amount = Money(inbound["amount_minor"], inbound["currency"])
@@ -601,7 +608,7 @@ class Payee:
                 )
         except _Changed:
             return False
-        self.context.outbox_wakeup.set()  # committed: the notice is there to be seen
+        self.context.notices_committed(queued)
         log.info("inbound_decided", transfer_id=transfer_id, state="committed")
         return True
 
@@ -613,6 +620,7 @@ class Payee:
             else PayeeTransferEvent.ABORTED
         )
         now = self.clock.now()
+        queued: list[dict[str, Any]] = []
         async with self.context.database.write() as connection:
             inbound = await store.get_row(
                 connection, store.inbound_transfers, status.transfer_id, for_update=True
@@ -639,7 +647,7 @@ class Payee:
             )
             assert request is not None, "an accepted transfer holds a request"
             if target is PayeeTransferState.COMMITTED:
-                await self._credit(connection, inbound, request, now)
+                await self._credit(connection, inbound, request, now, queued)
             else:
                 reopened = REQUEST.next(
                     RequestState(request["state"]), RequestEvent.TRANSFER_ABORTED
@@ -650,8 +658,7 @@ class Payee:
                     request["request_id"],
                     {"state": reopened.value, "transfer_id": None},
                 )
-        if target is PayeeTransferState.COMMITTED:
-            self.context.outbox_wakeup.set()  # committed: the notice is there to be seen
+        self.context.notices_committed(queued)
         log.info("inbound_decided", transfer_id=status.transfer_id, state=target.value)
         return True
 
@@ -661,6 +668,7 @@ class Payee:
         inbound: dict[str, Any],
         request: dict[str, Any],
         now: int,
+        queued: list[dict[str, Any]],
     ) -> None:
         payee = await store.get_row(connection, store.payees, request["payee_id"])
         assert payee is not None
@@ -668,7 +676,9 @@ class Payee:
         await accounts.credit_inbound(
             connection, payee["account_id"], amount, inbound["transfer_id"], now
         )
-        await self.settle_request(connection, request, payee, inbound["transfer_id"], now)
+        await self.settle_request(
+            connection, request, payee, inbound["transfer_id"], now, queued=queued
+        )
 
     async def resolve_stale(self) -> int:
         """Ask the router about accepted transfers whose outcome never arrived (a backstop:

@@ -43,6 +43,7 @@ class Payees:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.outbox = Deliverer(_NoticeOutbox(context), context.clock, wakeup=context.outbox_wakeup)
+        context.offer_notices = self.outbox.offer
 
     # --- payees -----------------------------------------------------------------------------
 

@@ -331,6 +331,7 @@ class Payer:
     ) -> OrderAnswer:
         now = self.context.clock.now()
         row = self._order_row(order, request, kid, new_network_id(IdKind.TRANSFER), now)
+        queued: list[dict[str, Any]] = []
         async with self._writing_after_pin(attempt) as connection:
             # Lock order: the payer's credential, the request row, then the two accounts
             # (in id order); every writer takes them in this order. No system account's
@@ -363,9 +364,10 @@ class Payer:
                 payee,
                 row["transfer_id"],
                 now,
+                queued=queued,
             )
             decided = await self._commit(connection, row, stored_request["fulfilment"], now)
-        self.context.outbox_wakeup.set()  # committed: the payee's notice is there to be seen
+        self.context.notices_committed(queued)
         log.info("order_completed", order_id=order.order_id, transfer_id=row["transfer_id"])
         return answer_of(decided)
 

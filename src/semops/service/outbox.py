@@ -18,8 +18,11 @@ one's next attempt, and are given that time (counted as an attempt) so that they
 the due list and cannot crowd out other destinations.
 
 A message queued by this process is offered to the deliverer once its transaction has
-committed (`offer`): started at once if a slot is free, without reading the outbox for it;
-the polls find the rest (a full destination, one backed off, what another worker queued).
+committed (`offer`): started at once if a slot is free, else kept in memory (up to
+OUTBOX_WAITING_MAX) and started as soon as a slot to its destination frees, all without
+reading the outbox for it; the polls find the rest (one backed off, a memory queue full,
+what another worker queued, what a restart left). A message waiting in memory is in the
+outbox too, so dropping the memory queue (a stop, a destination failing) loses nothing.
 
 Acknowledgements are recorded in batches: a delivery the receiver acknowledged joins the
 next `delivered` write, which marks every message acknowledged since the previous one in
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Final, Protocol
 
 import structlog
@@ -62,6 +65,8 @@ OUTBOX_PER_DESTINATION_MAX: Final = 4
 # Deliveries in flight in all: each holds a pooled connection, and its bookkeeping a write
 # transaction here when it ends.
 OUTBOX_IN_FLIGHT_MAX: Final = 16
+# Offered messages kept in memory for a free slot, in all: beyond, the polls find them.
+OUTBOX_WAITING_MAX: Final = 1000
 # One `deliver_due` pass looks at the outbox at most this often (each look may start more).
 _PASS_LOOKS_MAX: Final = 64
 # Acknowledged messages marked delivered by one write (one IN list).
@@ -148,6 +153,9 @@ class Deliverer:
         self._to_mark: list[OutboxMessage] = []
         self._marker: asyncio.Task[None] | None = None
         self._running = False  # `run` is delivering: offered messages may start at once
+        # Offered messages waiting for a slot, per destination, and all their ids.
+        self._waiting: dict[str, deque[OutboxMessage]] = {}
+        self._waiting_ids: set[int] = set()
 
     @property
     def in_flight(self) -> int:
@@ -167,7 +175,12 @@ class Deliverer:
         started, held_back = 0, False
         for message in due:
             message_id, destination = message["message_id"], message["destination"]
-            if message_id in self._tasks or message_id in ended or message_id in self._acknowledged:
+            if (
+                message_id in self._tasks
+                or message_id in ended
+                or message_id in self._acknowledged
+                or message_id in self._waiting_ids
+            ):
                 continue
             until = self._backed_off_until.get(destination)
             if until is not None and now < until:
@@ -186,23 +199,52 @@ class Deliverer:
 
     def offer(self, messages: list[OutboxMessage]) -> None:
         """Messages this process just queued, their transaction committed: each starts now
-        if it may (as `start_due` would start it), the others at the next look, which is
-        woken for them. Outside `run` only the wake-up."""
+        if it may (as `start_due` would start it), else waits in memory for a slot; one
+        backed off, or beyond the memory bound, at the next look, which is woken for it.
+        Outside `run` only the wake-up."""
         now = self.clock.now()
         for message in messages:
             message_id, destination = message["message_id"], message["destination"]
-            if message_id in self._tasks or message_id in self._acknowledged:
+            if (
+                message_id in self._tasks
+                or message_id in self._acknowledged
+                or message_id in self._waiting_ids
+            ):
                 continue
             until = self._backed_off_until.get(destination)
-            if (
-                not self._running
-                or (until is not None and now < until)
-                or len(self._tasks) >= self.in_flight_max
-                or self._sending[destination] >= self.per_destination_max
-            ):
+            if not self._running or (until is not None and now < until):
                 self.wakeup.set()
-                continue
-            self._start(message)
+            elif self._may_start(destination):
+                self._start(message)
+            elif len(self._waiting_ids) < OUTBOX_WAITING_MAX:
+                self._waiting.setdefault(destination, deque()).append(message)
+                self._waiting_ids.add(message_id)
+            else:
+                self.wakeup.set()
+
+    def _may_start(self, destination: str) -> bool:
+        return (
+            len(self._tasks) < self.in_flight_max
+            and self._sending[destination] < self.per_destination_max
+        )
+
+    def _start_waiting(self) -> None:
+        """Start offered messages that waited for a slot, while slots are free."""
+        for destination in list(self._waiting):
+            queue = self._waiting[destination]
+            while queue and self._may_start(destination):
+                message = queue.popleft()
+                self._waiting_ids.discard(message["message_id"])
+                self._start(message)
+            if not queue:
+                del self._waiting[destination]
+            if len(self._tasks) >= self.in_flight_max:
+                return
+
+    def _drop_waiting(self, destination: str) -> None:
+        """A destination backed off: what waited for it is left to the polls."""
+        for message in self._waiting.pop(destination, ()):
+            self._waiting_ids.discard(message["message_id"])
 
     def _start(self, message: OutboxMessage) -> None:
         message_id, destination = message["message_id"], message["destination"]
@@ -217,6 +259,8 @@ class Deliverer:
                 del self._sending[destination]
             if self._ended_while_reading is not None:
                 self._ended_while_reading.add(message_id)
+            if self._waiting and self._running:
+                self._start_waiting()  # a slot is free for an offered message
             if self._held_back:
                 self.wakeup.set()  # a slot is free for a message that had to wait
 
@@ -233,6 +277,7 @@ class Deliverer:
                 self._backed_off_until[destination] = max(
                     at, self._backed_off_until.get(destination, at)
                 )
+                self._drop_waiting(destination)
                 await self.channel.retry_later(message, attempts, at, error)
                 return
             self._backed_off_until.pop(destination, None)
@@ -301,6 +346,8 @@ class Deliverer:
                 await _first_of(self.wakeup, stop, timeout_s=OUTBOX_POLL_INTERVAL_S)
         finally:
             self._running = False
+            for destination in list(self._waiting):
+                self._drop_waiting(destination)
             tasks = list(self._tasks.values())
             for task in tasks:
                 task.cancel()
@@ -319,6 +366,7 @@ __all__ = [
     "OUTBOX_MARK_LINGER_S",
     "OUTBOX_PER_DESTINATION_MAX",
     "OUTBOX_POLL_INTERVAL_S",
+    "OUTBOX_WAITING_MAX",
     "Deliverer",
     "OutboxChannel",
     "OutboxMessage",
