@@ -104,6 +104,31 @@ async def test_a_reservation_is_written_once(network: Network) -> None:
 
 
 @on_both
+async def test_a_retried_reservation_of_all_the_money_is_a_repeat_not_a_refusal(
+    network: Network,
+) -> None:
+    """The balance moves before the entry's key is tried: a retry of a reservation that
+    took everything finds no money left, and must still be told a retry (or a conflict)."""
+    node = await network.add("bank-a")
+    payer, _ = await open_two(node)
+    transfer = ref()
+
+    async def reserve(amount_minor: int) -> Any:
+        return await run(
+            node, lambda c, now: accounts.reserve(c, payer, Money(amount_minor, EUR), transfer, now)
+        )
+
+    await reserve(1000)
+    await reserve(1000)  # no money left for it, and none needed: the same operation
+    with pytest.raises(SemopsError) as conflict:
+        await reserve(1001)
+    assert conflict.value.code == "idempotency_conflict"
+    assert await balance(node, payer) == 0
+    assert len([e for e in await rows(node, "entries") if e["kind"] == "reserve"]) == 1
+    await check_ledger(node)
+
+
+@on_both
 async def test_insufficient_funds_write_nothing(network: Network) -> None:
     node = await network.add("bank-a")
     payer, _ = await open_two(node)

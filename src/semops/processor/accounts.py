@@ -1,12 +1,13 @@
 """The processor's ledger in its database: the shell around `semops.ledger` planning.
 
 Theory of operation. Every money movement is one call here, inside the caller's write
-transaction, three statements on the way through (`_apply`): the entry row (its unique key
-decides "new"), the customer's or merchant's balance moved by one UPDATE ... RETURNING (on
-PostgreSQL it locks that row to COMMIT), and the postings. The `plan_*` function of
-`semops.ledger` decides on the balance before (the row after minus the posting) and
-`check_limits` on the balance as written, so a limit can never be broken by a concurrent
-writer; a refusal undoes what the call wrote before it is raised.
+transaction (`_apply`): the customer's or merchant's balance moved by one UPDATE ...
+RETURNING (on PostgreSQL it locks that row to COMMIT), then the entry row (its unique key
+decides "new") with its postings -- one statement on PostgreSQL, two on SQLite. The
+`plan_*` function of `semops.ledger` decides on the balance before (the row after minus
+the posting) and `check_limits` on the balance as written, so a limit can never be broken
+by a concurrent writer; a refusal, or a key found taken, undoes the balance moves, so
+nothing changes.
 
 System accounts (suspense, settlement, funding) are touched by every payment, so no
 payment reads or writes their rows: their postings go in unfolded, and a system balance is
@@ -171,53 +172,53 @@ Plan = Callable[[Mapping[str, AccountSnapshot]], Entry]
 
 
 async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) -> bool:
-    """Write `intended` if its entry is new; False if its unique key is taken (the caller
-    tells a retry from a conflict). Three statements on the way through (module docstring).
+    """Write `intended` if its entry is new; False if its key is taken (the caller tells a
+    retry from a conflict). Two statements on the way through on PostgreSQL, three on
+    SQLite (module docstring).
 
-    The customer or merchant rows are moved in id order (at most one per operation today),
-    each by one UPDATE ... RETURNING that hands back the row as it is after: the balance
-    before follows, `plan` decides on it exactly as on a prefetched snapshot, and
-    `check_limits` runs on the balance as written. Only then are the postings inserted
-    (the system ones unfolded), so a refusal undoes only the balance moves and the entry
-    row before it is raised, and changes nothing.
+    The customer or merchant rows are moved first, in id order (at most one per operation
+    today), each by one UPDATE ... RETURNING that hands back the row as it is after: the
+    balance before follows, `plan` decides on it exactly as on a prefetched snapshot, and
+    `check_limits` runs on the balance as written. Only then do the entry and its postings
+    go in (the system ones unfolded), the entry's key deciding "new". Whatever stops the
+    entry -- a refusal, or its key found taken -- undoes the balance moves before it
+    returns or raises, so nothing is changed; a refusal of a move already made (a retry
+    that would overdraw on top of itself) is a taken key, not a refusal.
     """
-    if not await store.insert_entry_if_new(
-        connection,
-        intended.entry_id,
-        intended.kind.value,
-        intended.transfer_ref,
-        intended.currency,
-        now,
-    ):
-        return False
     parties = sorted(
         (p for p in intended.postings if not _is_system(p)), key=lambda p: p.account_id
     )
     after: dict[str, AccountSnapshot] = {}
-    for posting in parties:
-        await _move(connection, intended, plan, posting, after)
-    before = {
-        posting.account_id: replace(
-            after[posting.account_id],
-            balance_minor=after[posting.account_id].balance_minor - posting.amount_minor,
-        )
-        for posting in parties
-    }
     try:
+        for posting in parties:
+            await _move(connection, intended, plan, posting, after)
+        before = {
+            posting.account_id: replace(
+                after[posting.account_id],
+                balance_minor=after[posting.account_id].balance_minor - posting.amount_minor,
+            )
+            for posting in parties
+        }
         entry = plan(before)
         assert entry == intended, f"{intended.entry_id}: planned another entry"
         # on the balances as written, before the caller commits
         check_limits(entry, after, [p.account_id for p in intended.postings if _is_system(p)])
     except SemopsError:
         await _undo(connection, intended, after)
+        if await store.entry_taken(
+            connection, intended.entry_id, intended.kind.value, intended.transfer_ref
+        ):
+            return False
         raise
-    await store.insert_postings(
+    written = await store.insert_entry_with_postings(
         connection,
-        intended.entry_id,
+        (intended.entry_id, intended.kind.value, intended.transfer_ref, intended.currency),
         [(p.account_id, p.amount_minor, not _is_system(p)) for p in intended.postings],
         now,
     )
-    return True
+    if not written:
+        await _undo(connection, intended, after)
+    return written
 
 
 async def _move(
@@ -228,13 +229,12 @@ async def _move(
     after: dict[str, AccountSnapshot],
 ) -> None:
     """One balance moved by `posting`, its row after kept in `after`; if it could not be
-    (no such account, or the balance would leave its range) everything `intended` changed
-    so far is undone and the operating error raised."""
+    (no such account, or the balance would leave its range) the operating error is raised
+    (the caller undoes the moves made before)."""
     row = await store.move_balance(
         connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
     )
     if row is None:
-        await _undo(connection, intended, after)
         await _refuse(connection, intended, plan)
     after[posting.account_id] = _snapshot(row)
 
@@ -242,14 +242,13 @@ async def _move(
 async def _undo(
     connection: Connection, intended: Entry, moved: Mapping[str, AccountSnapshot]
 ) -> None:
-    """Take back the balance moves and the entry row `_apply` wrote for a refused entry."""
+    """Take back the balance moves `_apply` made for an entry that did not go in."""
     for posting in reversed(intended.postings):
         if posting.account_id in moved:
             row = await store.move_balance(
                 connection, posting.account_id, -posting.amount_minor, BALANCE_ABS_MAX_MINOR
             )
             assert row is not None, f"{intended.entry_id}: could not undo a balance move"
-    await store.delete_entry(connection, intended.entry_id)
 
 
 async def _refuse(connection: Connection, intended: Entry, plan: Plan) -> NoReturn:

@@ -77,6 +77,15 @@ def device_kid(jwk: dict[str, str]) -> str:
     return make_kid(DEVICE_KID_OWNER, jwk)
 
 
+def check_active(device: dict[str, Any] | None) -> dict[str, Any]:
+    """The device row, if there is one and it is active; else the refusal."""
+    if device is None:
+        raise SemopsError(E.DEVICE_UNKNOWN)
+    if device["status"] != "active":
+        raise SemopsError(E.DEVICE_REVOKED)
+    return device
+
+
 def device_ring(device: dict[str, Any]) -> KeyRing:
     """A ring holding one enrolled device key; its owner is the device's account."""
     record = PublicKeyRecord(
@@ -432,11 +441,7 @@ class Customers:
     async def active_device(self, kid: str) -> dict[str, Any]:
         async with self.context.database.read() as connection:
             device = await store.get_row(connection, store.devices, kid)
-        if device is None:
-            raise SemopsError(E.DEVICE_UNKNOWN)
-        if device["status"] != "active":
-            raise SemopsError(E.DEVICE_REVOKED)
-        return device
+        return check_active(device)
 
     async def authenticate(
         self, header: str | None, method: str, path: str, body: bytes

@@ -45,6 +45,7 @@ from semops.crypto import (
     check_fulfilment,
     open_pin_block,
     payer_reference,
+    read_unverified_claims,
     read_unverified_kid,
 )
 from semops.ledger import Reservation
@@ -57,7 +58,7 @@ from semops.processor.context import (
     new_network_id,
     send_to_router,
 )
-from semops.processor.enrolment import Customers, device_ring
+from semops.processor.enrolment import Customers, check_active, device_ring
 from semops.processor.payee import Payee, check_payable
 from semops.protocol import (
     PAYER_TRANSFER,
@@ -173,12 +174,23 @@ class Payer:
     async def _submit(self, token: str) -> OrderAnswer:
         context = self.context
         now = context.clock.now()
-        device = await self.customers.active_device(read_unverified_kid(token))
+        # One look at the device and at the order's id, read from the token before it is
+        # verified: a lookup key only. The verified order must name the same id, or the
+        # id it names is looked up on its own.
+        kid, claimed = read_unverified_kid(token), read_unverified_claims(token).get("order_id")
+        async with context.database.read() as connection:
+            device, found = await store.device_and_order_seen(connection, kid, str(claimed))
+        device = check_active(device)
         order = open_signed(token, PaymentOrder, device_ring(device), now).message
         if order.payer_account != device["account_id"]:
             raise SemopsError(E.FORBIDDEN, "the device is not enrolled for this account")
-        async with context.database.read() as connection:  # one look at both tables
-            stored, refused = await store.order_or_refusal(connection, order.order_id)
+        stored: dict[str, Any] | None = None
+        refused: dict[str, Any] | None = None
+        if order.order_id != claimed or found:  # else a new order: nothing to read
+            async with context.database.read() as connection:
+                stored, refused = await store.order_or_refusal(
+                    connection, order.order_id, found if order.order_id == claimed else None
+                )
         if stored is not None:
             self._retry(stored, order)  # a conflict raises before anything else happens
             return self._retry(await self._ask_if_pending(stored), order)

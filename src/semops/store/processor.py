@@ -41,16 +41,20 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     exists,
+    false,
     func,
     insert,
     literal,
     not_,
+    or_,
     select,
     text,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -511,9 +515,6 @@ _move_balance_within: Final = (
     .values(balance_minor=accounts.c.balance_minor + prepared.param(accounts.c.balance_minor))
     .returning(*accounts.c)
 )
-_delete_entry: Final = delete(entries).where(
-    entries.c.entry_id == prepared.param(entries.c.entry_id)
-)
 # The bounds of a 64-bit column: a balance plus a posting is computed in SQL, and must not
 # overflow there (PostgreSQL raises, SQLite turns the sum into a float).
 _INT64_MIN: Final = -(2**63)
@@ -536,12 +537,6 @@ async def insert_entry_if_new(
         },
     )
     return result.first() is not None
-
-
-async def delete_entry(connection: Connection, entry_id: str) -> None:
-    """Take back an entry row inserted earlier in this transaction (its entry was refused
-    before its postings went in)."""
-    await connection.execute(_delete_entry, {"b_entry_id": entry_id})
 
 
 async def move_balance(
@@ -585,6 +580,95 @@ async def insert_postings(
         parameters[f"b_created_at_{index}"] = now
         parameters[f"b_folded_{index}"] = folded
     await connection.execute(_insert_postings(len(amounts)), parameters)
+
+
+@functools.cache
+def _insert_entry_with_postings(count: int) -> Any:
+    """PostgreSQL: the entry row (unless its key is taken) and its `count` postings in one
+    statement, the entry as a data-modifying CTE the postings select from: if the entry
+    is not inserted, neither are they. RETURNING one row per posting inserted."""
+    entry = (
+        pg_insert(entries)
+        .values(
+            entry_id=prepared.param(entries.c.entry_id),
+            kind=prepared.param(entries.c.kind),
+            transfer_ref=prepared.param(entries.c.transfer_ref),
+            currency=prepared.param(entries.c.currency),
+            created_at=prepared.param(entries.c.created_at),
+        )
+        .on_conflict_do_nothing()
+        .returning(entries.c.entry_id, entries.c.created_at)
+        .cte("entry")
+    )
+    rows = [
+        select(
+            entry.c.entry_id,
+            bindparam(f"b_account_id_{index}", type_=postings.c.account_id.type),
+            bindparam(f"b_amount_minor_{index}", type_=postings.c.amount_minor.type),
+            entry.c.created_at,
+            bindparam(f"b_folded_{index}", type_=postings.c.folded.type),
+        ).select_from(entry)
+        for index in range(count)
+    ]
+    names = ["entry_id", "account_id", "amount_minor", "created_at", "folded"]
+    return (
+        insert(postings)
+        .from_select(names, union_all(*rows) if count > 1 else rows[0])
+        .add_cte(entry)
+        .returning(postings.c.entry_id)
+    )
+
+
+async def insert_entry_with_postings(
+    connection: Connection,
+    entry: tuple[str, str, str, str],
+    amounts: list[tuple[str, int, bool]],
+    now: int,
+) -> bool:
+    """The entry row (entry id, kind, transfer ref, currency) with its postings ((account
+    id, amount, folded) each), unless the entry's id or its reservation's closure is taken:
+    True if written. One statement on PostgreSQL; on SQLite (no INSERT in a CTE, and a
+    statement costs no round trip) the entry and then the postings."""
+    entry_id, kind, transfer_ref, currency = entry
+    if connection.dialect.name != "postgresql":
+        if not await insert_entry_if_new(connection, entry_id, kind, transfer_ref, currency, now):
+            return False
+        await insert_postings(connection, entry_id, amounts, now)
+        return True
+    parameters: dict[str, Any] = {
+        "b_entry_id": entry_id,
+        "b_kind": kind,
+        "b_transfer_ref": transfer_ref,
+        "b_currency": currency,
+        "b_created_at": now,
+    }
+    for index, (account_id, amount_minor, folded) in enumerate(amounts):
+        parameters[f"b_account_id_{index}"] = account_id
+        parameters[f"b_amount_minor_{index}"] = amount_minor
+        parameters[f"b_folded_{index}"] = folded
+    result = await connection.execute(_insert_entry_with_postings(len(amounts)), parameters)
+    return len(result.all()) == len(amounts)
+
+
+async def entry_taken(connection: Connection, entry_id: str, kind: str, transfer_ref: str) -> bool:
+    """Whether inserting this entry would find its key taken (its id, or for a post or void
+    its reservation's closure): the check a refused money move makes, so that a retry of
+    a move already made is told apart from a refusal."""
+    closing = kind in ("post", "void")
+    query = (
+        select(literal(1))
+        .where(
+            or_(
+                entries.c.entry_id == entry_id,
+                and_(entries.c.transfer_ref == transfer_ref, entries.c.kind.in_(("post", "void")))
+                if closing
+                else false(),
+            )
+        )
+        .limit(1)
+    )
+    result = await connection.execute(query)
+    return result.first() is not None
 
 
 async def entry_postings(connection: Connection, entry_id: str) -> list[tuple[str, int]]:
@@ -777,17 +861,46 @@ _order_or_refusal: Final = (
 
 
 async def order_or_refusal(
-    connection: Connection, order_id: str
+    connection: Connection, order_id: str, found: set[str] | None = None
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The stored order with this id, else its stored refusal: one statement when there is
-    neither (a new order), two otherwise."""
-    result = await connection.execute(_order_or_refusal, {"b_order_id": order_id})
-    found = {str(row[0]) for row in result}
+    neither (a new order), two otherwise; none when `found` says which there is (from
+    `device_and_order_seen`)."""
+    if found is None:
+        result = await connection.execute(_order_or_refusal, {"b_order_id": order_id})
+        found = {str(row[0]) for row in result}
     if "order" in found:
         return await get_row(connection, orders, order_id), None
     if "refusal" in found:
         return None, await get_row(connection, order_refusals, order_id)
     return None, None
+
+
+_device_and_order_seen: Final = select(
+    devices,
+    exists().where(orders.c.order_id == prepared.param(orders.c.order_id)).label("order_seen"),
+    exists()
+    .where(order_refusals.c.order_id == prepared.param(order_refusals.c.order_id))
+    .label("refusal_seen"),
+).where(devices.c.kid == prepared.param(devices.c.kid))
+
+
+async def device_and_order_seen(
+    connection: Connection, kid: str, order_id: str
+) -> tuple[dict[str, Any] | None, set[str]]:
+    """A device by its kid, and whether an order with this id, or its refusal, is stored
+    (for `order_or_refusal`): what a new order is checked against, in one statement."""
+    result = await connection.execute(
+        _device_and_order_seen, {"b_kid": kid, "b_order_id": order_id}
+    )
+    row = result.mappings().first()
+    if row is None:
+        return None, set()
+    device = {column.key: row[column.key] for column in devices.c}
+    found = {"order"} if row["order_seen"] else set()
+    if row["refusal_seen"]:
+        found.add("refusal")
+    return device, found
 
 
 async def prune_order_refusals(connection: Connection, before: int) -> int:
