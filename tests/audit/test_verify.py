@@ -343,3 +343,45 @@ def test_a_staged_entry_is_one_statement_rolls_back_with_its_action_and_chains_i
     (report,) = asyncio.run(verify_data_dir(tmp_path))
     assert report.ok, report.broken
     assert report.entries == 4 and report.unsigned_tail == 0
+
+
+async def _a_staged_row_that_is_no_entry(url: str, data_dir: Path) -> list[str]:
+    database = Database(url)
+    try:
+        await upgrade(database, "processor")
+        audit = _audit_log(data_dir, "bank-a", database, FixedClock(int(time.time())))
+        async with database.write() as connection:
+            await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 1})
+            # Written around the service (a database writer, an older allowlist).
+            await store.stage(
+                connection, processor_store.audit_pending, 1, "order_committed", "bank-a",
+                '{"phone":"+4915112345678"}',
+            )  # fmt: skip
+            await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 2})
+        assert await audit.chain_pending() == 3
+        await audit.record("credential_unlocked", "operator", {"account_id": "ac_000000000001"})
+        await audit.seal()
+        async with database.read() as connection:
+            rows = await connection.execute(
+                processor_store.audit_log.select().order_by(processor_store.audit_log.c.seq)
+            )
+            return [f"{row.kind} {row.data}" for row in rows]
+    finally:
+        await database.dispose()
+
+
+def test_a_staged_row_that_is_no_entry_is_replaced_and_chaining_goes_on(tmp_path: Path) -> None:
+    """One bad staged row must not stop the log: it is chained as `staged_entry_refused`
+    (nothing of it kept), and the entries around it, and later appends, go in."""
+    ensure_pki(tmp_path, {"bank-a": "processor"})
+    url = sqlite_url(tmp_path / "bank-a" / "bank-a.db")
+    kinds = asyncio.run(_a_staged_row_that_is_no_entry(url, tmp_path))
+    assert kinds[:4] == [
+        'order_committed {"amount_minor":1}',
+        "staged_entry_refused {}",
+        'order_committed {"amount_minor":2}',
+        'credential_unlocked {"account_id":"ac_000000000001"}',
+    ]
+    assert kinds[4].startswith("checkpoint") and len(kinds) == 5
+    (report,) = asyncio.run(verify_data_dir(tmp_path))
+    assert report.ok, report.broken

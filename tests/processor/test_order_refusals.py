@@ -10,10 +10,13 @@ forgotten once the order has expired, when the expiry check refuses it anyway.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from semops.core.encoding import b64url_encode
 from semops.core.limits import CLOCK_SKEW_MAX_S, ORDER_TTL_S
+from semops.crypto import read_unverified_claims, read_unverified_kid
 from tests.processor.network import (
     Network,
     account_balance,
@@ -112,3 +115,35 @@ async def test_refusals_are_forgotten_once_the_order_has_expired(network: Networ
     expired = await wallet.send(token)
     assert expired.status_code in (400, 401, 410), expired.text
     assert expired.json()["code"] in ("message_expired",)
+
+
+def _forged(header: dict[str, object], claims: dict[str, object]) -> str:
+    """A compact JWS with these members and no valid signature (never sent by a wallet)."""
+
+    def part(value: dict[str, object]) -> str:
+        return b64url_encode(json.dumps(value).encode())
+
+    return f"{part(header)}.{part(claims)}.{b64url_encode(b'not a signature' * 4)}"
+
+
+@on_both
+async def test_an_order_looked_up_before_it_is_verified_names_only_well_formed_keys(
+    network: Network,
+) -> None:
+    """The payer reads the device and the order id from the token before verifying it, as
+    lookup keys: a forged key id or order id (a NUL, which PostgreSQL refuses in text) is
+    refused as usual, never a 500."""
+    bank = await network.add("bank-a")
+    shop = await merchant(bank)
+    wallet = await enrolled_wallet(bank)
+    created = await shop.request(100)
+    _, token = wallet.order(created["token"])
+    claims = {**read_unverified_claims(token), "order_id": "or_\u0000"}
+    kid = read_unverified_kid(token)
+    for header, code in (
+        ({"alg": "ES256", "kid": "bank-a:\u0000"}, "device_unknown"),
+        ({"alg": "ES256", "kid": kid}, "signature_invalid"),
+    ):
+        response = await wallet.send(_forged(header, claims))
+        assert response.status_code < 500 and response.json()["code"] == code, response.text
+    assert await rows(bank, "orders") == []

@@ -410,7 +410,8 @@ async def test_commits_leave_the_position_rows_alone_and_each_is_folded_in_once(
     for amount in (100, 200, 300):
         await scheme.pay(amount)
     await scheme.pay(40, payer="mno-b", payee="bank-a")
-    await scheme.settlement.close_window()  # reads the positions as booked: none folded
+    assert (await _kept(scheme.database))[2] == 4  # no commit touched a position row
+    await scheme.settlement.close_window()  # folds first, then checks the report on rows
     await scheme.pay(50)
     booked = await _booked(scheme.database)
     positions, window_1, window_2, count_2, exposure = booked
@@ -427,7 +428,12 @@ async def test_commits_leave_the_position_rows_alone_and_each_is_folded_in_once(
         ("mno-b", 0),
     ]
     assert (count_2, exposure) == (1, (-50, 0))
-    assert await _kept(scheme.database) == ([], [], 5)
+    positions_rows, window_rows, unfolded = await _kept(scheme.database)
+    assert positions_rows == [("bank-a", "EUR", -560), ("mno-b", "EUR", 560)]
+    assert len(window_rows) == 2 and unfolded == 1  # window 2's one payment
+    for amount in (60, 70, 80, 90):
+        await scheme.pay(amount)
+    booked = await _booked(scheme.database)
 
     second = Database(database_url)
     try:
@@ -442,7 +448,7 @@ async def test_commits_leave_the_position_rows_alone_and_each_is_folded_in_once(
         await second.dispose()
     assert await _booked(scheme.database) == booked
     positions_rows, window_rows, unfolded = await _kept(scheme.database)
-    assert positions_rows == [("bank-a", "EUR", -610), ("mno-b", "EUR", 610)]
+    assert positions_rows == [("bank-a", "EUR", -910), ("mno-b", "EUR", 910)]
     assert len(window_rows) == 4 and unfolded == 0
     assert await scheme.router.fold_positions() == 0
 

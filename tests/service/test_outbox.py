@@ -42,6 +42,7 @@ class Outbox:
         self.marking: asyncio.Event | None = None  # when set, `delivered` waits for it
         self.marks: list[int] = []  # messages per `delivered` call
         self.reads = 0  # calls of `due`: looks at the outbox table
+        self.order: list[int] = []  # message ids in the order their sends began
 
     def add(self, destination: str, count: int = 1) -> list[int]:
         ids = []
@@ -75,6 +76,7 @@ class Outbox:
     async def send(self, message: dict[str, Any]) -> None:
         destination = message["destination"]
         self.sent[message["message_id"]] += 1
+        self.order.append(message["message_id"])
         self.in_flight[destination] += 1
         self.most_in_flight[destination] = max(
             self.most_in_flight[destination], self.in_flight[destination]
@@ -334,6 +336,37 @@ async def test_offered_messages_waiting_for_a_failing_destination_are_left_to_th
     clock.advance(60)
     await sender.deliver_due()  # the poll finds all three
     assert box.undelivered() == [] and box.sent[ids[0]] == 2 and box.sent[ids[1]] == 1
+    stop.set()
+    sender.wakeup.set()
+    await asyncio.wait_for(running, 5)
+
+
+async def test_waiting_messages_are_served_in_turn_and_a_polled_one_waits_with_them(
+    box: Outbox, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot in all: what waits for it is started destination by destination, oldest
+    first; a message a poll finds (queued by another worker) waits in the same turn,
+    neither starving the offered ones nor starved by them."""
+    monkeypatch.setattr(outbox, "OUTBOX_POLL_INTERVAL_S", 3600)
+    sender = deliverer(box, clock, per_destination_max=1, in_flight_max=1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sender.run(stop))
+    await asyncio.sleep(0.01)
+    release = box.hold("mno-b")
+    first = box.add("mno-b", 3)
+    sender.offer([box.rows[message_id] for message_id in first])  # one starts, two wait
+    (polled,) = box.add("bank-c")  # not offered: another worker's
+    await sender.start_due()  # the poll finds it: the slot is taken, so it waits in turn
+    later = box.add("bank-c")
+    sender.offer([box.rows[message_id] for message_id in later])
+    release.set()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if not box.undelivered():
+            break
+    assert box.undelivered() == [] and set(box.sent.values()) == {1}
+    a1, a2, a3 = first
+    assert box.order == [a1, a2, polled, a3, later[0]]  # mno-b and bank-c take turns
     stop.set()
     sender.wakeup.set()
     await asyncio.wait_for(running, 5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -30,6 +31,7 @@ from sqlalchemy import Table
 from semops.audit.chain import (
     CHECKPOINT_EVERY,
     CHECKPOINT_KIND,
+    AuditDataError,
     AuditEntry,
     check_data,
     check_kind_actor,
@@ -53,13 +55,21 @@ SEAL_AFTER_S: Final = 60
 # router's reply and its outbox delivery) arrive within moments of each other.
 RECENT_DEDUPE_ENTRIES: Final = 50
 # Staged entries are chained this often: at 150 payments/s a batch of ~40 entries costs
-# four statements, and a reader of the log sees an entry a quarter of a second late.
+# four statements, and a reader of the log sees an entry a quarter of a second late (an
+# entry staged by another worker: at the next look-anyway pass).
 CHAIN_INTERVAL_S: Final = 0.25
 # One chaining transaction takes at most this many entries (bounded work under the lock).
 CHAIN_BATCH_MAX: Final = 1000
 # Every this many passes the chainer looks even if this process staged nothing (another
 # worker on the same database may have).
 CHAIN_LOOK_ANYWAY_EVERY: Final = 20
+# The chainer keeps looking this long after this process last staged an entry: a pass can
+# run between a stage and its transaction's commit, and must not leave that entry for the
+# look-anyway pass.
+CHAIN_AFTER_STAGE_S: Final = 1.0
+# The kind of the entry that takes the place of a staged row that is not an entry this
+# code would write (a database writer's, or one from an older allowlist): chaining goes on.
+STAGED_REFUSED_KIND: Final = "staged_entry_refused"
 
 
 class AuditLog:
@@ -82,9 +92,9 @@ class AuditLog:
         self.clock = clock
         self.checkpoint_every = checkpoint_every
         self._unsealed_since: int | None = None
-        # Set when this process stages an entry; `chain_pending` skips its transaction
-        # while nothing was staged since the last pass.
-        self._staged = False
+        # When this process last staged an entry (monotonic): `chain_pending` skips its
+        # transaction unless that was within CHAIN_AFTER_STAGE_S.
+        self._staged_at: float | None = None
         self._passes = 0
 
     async def stage(
@@ -94,7 +104,7 @@ class AuditLog:
         check_kind_actor(kind, actor)
         text = canonical_json(check_data(kind, data)).decode("utf-8")
         await store.stage(connection, self.pending, self.clock.now(), kind, actor, text)
-        self._staged = True
+        self._staged_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Chain staged entries every CHAIN_INTERVAL_S until `stop` is set."""
@@ -107,9 +117,10 @@ class AuditLog:
     async def chain_pending(self, *, anyway: bool = True) -> int:
         """Append every staged entry to the log; how many. Without `anyway`, nothing is
         read unless this process staged an entry since the last pass."""
-        if not (self._staged or anyway):
+        staged_at = self._staged_at
+        recent = staged_at is not None and time.monotonic() - staged_at < CHAIN_AFTER_STAGE_S
+        if not (recent or anyway):
             return 0
-        self._staged = False
         chained = 0
         while True:
             async with self.database.write() as connection:
@@ -128,8 +139,16 @@ class AuditLog:
         head = last[:2] if last is not None else None
         now = self.clock.now()
         rows = []
-        for _id, at, kind, actor, data in staged:
-            entry = next_entry(head, at=at, kind=kind, actor=actor, data=json.loads(data))
+        for staged_id, at, kind, actor, data in staged:
+            try:
+                entry = next_entry(head, at=at, kind=kind, actor=actor, data=json.loads(data))
+            except (AuditDataError, ValueError) as error:  # not an entry we would write
+                log.error(
+                    "audit_staged_entry_refused", staged_id=staged_id, error=type(error).__name__
+                )
+                entry = next_entry(
+                    head, at=now, kind=STAGED_REFUSED_KIND, actor=self.service_id, data={}
+                )
             rows.append(entry.row())
             head = (entry.seq, entry.hash)
             if checkpoint_due(entry, self.checkpoint_every):

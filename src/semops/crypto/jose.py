@@ -182,9 +182,10 @@ def read_unverified_kid(token: str) -> str:
 
 
 def read_unverified_claims(token: str, *, max_bytes: int = MESSAGE_MAX_BYTES) -> dict[str, Any]:
-    """The claims of a JWS *before* verification, for a message that carries the
-    certificate of its own signing key (a registration). The caller must check that
-    certificate against the root and then verify the token with its key."""
+    """The claims of a JWS *before* verification: for a message that carries the
+    certificate of its own signing key (a registration), or a lookup key read ahead of the
+    verification (a payment order's id). The caller must verify the token before trusting
+    any of it, and use nothing it read here that the verified message does not repeat."""
     error = SemopsError(E.SIGNATURE_INVALID)
     payload_part = _split_compact(token, 3, max_bytes, error)[1]
     try:

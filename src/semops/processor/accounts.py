@@ -189,9 +189,15 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
         (p for p in intended.postings if not _is_system(p)), key=lambda p: p.account_id
     )
     after: dict[str, AccountSnapshot] = {}
-    try:
-        for posting in parties:
-            await _move(connection, intended, plan, posting, after)
+    refusal: SemopsError | None = None
+    for posting in parties:
+        row = await store.move_balance(
+            connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
+        )
+        if row is None:  # no such account, or the balance would leave its range
+            break
+        after[posting.account_id] = _snapshot(row)
+    else:
         before = {
             posting.account_id: replace(
                 after[posting.account_id],
@@ -199,44 +205,33 @@ async def _apply(connection: Connection, intended: Entry, plan: Plan, now: int) 
             )
             for posting in parties
         }
-        entry = plan(before)
-        assert entry == intended, f"{intended.entry_id}: planned another entry"
-        # on the balances as written, before the caller commits
-        check_limits(entry, after, [p.account_id for p in intended.postings if _is_system(p)])
-    except SemopsError:
-        await _undo(connection, intended, after)
-        if await store.entry_taken(
-            connection, intended.entry_id, intended.kind.value, intended.transfer_ref
-        ):
-            return False
-        raise
-    written = await store.insert_entry_with_postings(
-        connection,
-        (intended.entry_id, intended.kind.value, intended.transfer_ref, intended.currency),
-        [(p.account_id, p.amount_minor, not _is_system(p)) for p in intended.postings],
-        now,
-    )
-    if not written:
-        await _undo(connection, intended, after)
-    return written
-
-
-async def _move(
-    connection: Connection,
-    intended: Entry,
-    plan: Plan,
-    posting: Posting,
-    after: dict[str, AccountSnapshot],
-) -> None:
-    """One balance moved by `posting`, its row after kept in `after`; if it could not be
-    (no such account, or the balance would leave its range) the operating error is raised
-    (the caller undoes the moves made before)."""
-    row = await store.move_balance(
-        connection, posting.account_id, posting.amount_minor, BALANCE_ABS_MAX_MINOR
-    )
-    if row is None:
-        await _refuse(connection, intended, plan)
-    after[posting.account_id] = _snapshot(row)
+        try:
+            entry = plan(before)
+            assert entry == intended, f"{intended.entry_id}: planned another entry"
+            # on the balances as written, before the caller commits
+            check_limits(entry, after, [p.account_id for p in intended.postings if _is_system(p)])
+        except SemopsError as error:
+            refusal = error
+        else:
+            written = await store.insert_entry_with_postings(
+                connection,
+                (intended.entry_id, intended.kind.value, intended.transfer_ref, intended.currency),
+                [(p.account_id, p.amount_minor, not _is_system(p)) for p in intended.postings],
+                now,
+            )
+            if not written:
+                await _undo(connection, intended, after)
+            return written
+    # Refused, by the database or by the plan: nothing of this entry stays, and a retry of
+    # a move already made (one that would overdraw on top of itself) is a taken key.
+    await _undo(connection, intended, after)
+    if await store.entry_taken(
+        connection, intended.entry_id, intended.kind.value, intended.transfer_ref
+    ):
+        return False
+    if refusal is not None:
+        raise refusal
+    await _refuse(connection, intended, plan)  # decided on the balances as they were
 
 
 async def _undo(

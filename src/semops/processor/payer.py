@@ -37,7 +37,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from semops.core.errors import E, SemopsError, lookup
-from semops.core.ids import IdKind
+from semops.core.ids import IdKind, check_id
 from semops.core.limits import CLOCK_SKEW_MAX_S, IN_DOUBT_BATCH_MAX, TRANSFER_HOP_MARGIN_S
 from semops.core.money import Money
 from semops.crypto import (
@@ -48,6 +48,7 @@ from semops.crypto import (
     read_unverified_claims,
     read_unverified_kid,
 )
+from semops.crypto.keys import check_kid
 from semops.ledger import Reservation
 from semops.processor import accounts
 from semops.processor.context import (
@@ -139,6 +140,14 @@ class _PinAttempt:
     refusal: dict[str, Any]
 
 
+def _is_order_id(value: object) -> bool:
+    try:
+        check_id(value, kind=IdKind.ORDER)  # type: ignore[arg-type]
+    except SemopsError:
+        return False
+    return True
+
+
 class _PinRefused(Exception):
     def __init__(self, error: SemopsError) -> None:
         super().__init__(error.code)
@@ -178,8 +187,14 @@ class Payer:
         # verified: a lookup key only. The verified order must name the same id, or the
         # id it names is looked up on its own.
         kid, claimed = read_unverified_kid(token), read_unverified_claims(token).get("order_id")
+        try:
+            check_kid(kid)
+        except SemopsError:  # not a key id any device could have
+            raise SemopsError(E.DEVICE_UNKNOWN) from None
+        if not _is_order_id(claimed):
+            claimed = None  # the verified order is then looked up on its own
         async with context.database.read() as connection:
-            device, found = await store.device_and_order_seen(connection, kid, str(claimed))
+            device, found = await store.device_and_order_seen(connection, kid, claimed or "")
         device = check_active(device)
         order = open_signed(token, PaymentOrder, device_ring(device), now).message
         if order.payer_account != device["account_id"]:

@@ -122,7 +122,6 @@ REDRIVE_CONCURRENCY: Final = 8
 # Committed transfers are folded into the positions this often, at most this many per
 # write transaction: a booked position reads the row and a second's worth of transfers.
 POSITIONS_FOLD_INTERVAL_S: Final = 1.0
-POSITIONS_FOLD_BATCH_MAX: Final = 5000
 SCHEME_STATUS_PATH: Final = "/v1/scheme/status"
 SCHEME_TRANSFERS_PATH: Final = "/v1/scheme/transfers"
 SCHEME_REFUNDS_PATH: Final = "/v1/scheme/refunds"
@@ -687,7 +686,7 @@ class Router:
         reason_code: str | None,
         fulfilment: str | None,
     ) -> Outcome:
-        """Record the outcome (the commit point) with positions and notifications, once."""
+        """Record the outcome (the commit point) with its window and notifications, once."""
         now = self.clock.now()
         # The status is signed once per decision: the same token goes to the outbox and into
         # the reply (one ECDSA signature, not two, for every payment).
@@ -772,9 +771,9 @@ class Router:
         folded = 0
         while True:
             async with self.database.write() as connection:
-                batch = await store.fold_positions(connection, POSITIONS_FOLD_BATCH_MAX)
+                batch = await store.fold_positions(connection, store.FOLD_BATCH_MAX)
             folded += batch
-            if batch < POSITIONS_FOLD_BATCH_MAX:
+            if batch < store.FOLD_BATCH_MAX:
                 return folded
 
     async def sweep_expired(self) -> int:

@@ -3,13 +3,14 @@
 Theory of operation (DESIGN.md §8):
 
 - Exactly one window is open. A commit reads it with a shared lock and stamps its id on
-  the transfer, in the committing transaction (router/service.py `_decide`), together
-  with the window's per-processor positions.
+  the transfer, in the committing transaction (router/service.py `_decide`); the
+  background fold adds committed transfers to the window's per-processor positions.
 - Closing takes the open window's row with an exclusive lock, so it waits for commits
-  already under way and later commits wait for it; it then builds the report from the
-  window's committed transfers, checks it against the window's positions (a difference
-  is a broken invariant: the close fails and the window stays open), signs it, marks the
-  window closed with its report and opens the next one, and audits it -- one transaction.
+  already under way and later commits wait for it; it folds what is not folded yet, builds
+  the report from the window's committed transfers, checks it against the window's
+  positions (a difference is a broken invariant: the close fails and the window stays
+  open), signs it, marks the window closed with its report and opens the next one, and
+  audits it -- one transaction.
   Nothing committed can fall between two windows or into a closed one.
 - The operator reads whole reports; a processor reads only its own statement and its
   headroom, asking with a signed SettlementQuery (semops.audit.report explains why).
@@ -67,7 +68,7 @@ def _committed(row: dict[str, Any]) -> CommittedTransfer:
 
 
 def _check_against_positions(report: SettlementReport, rows: list[dict[str, Any]]) -> None:
-    """The report (from the transfers) must equal the positions kept at each commit."""
+    """The report (from the transfers) must equal the positions the folds kept."""
     kept = {
         (row["participant_id"], row["currency"]): (
             int(row["net_minor"]),
@@ -113,6 +114,13 @@ class Settlement:
             if window is None:
                 raise SemopsError(E.UNAVAILABLE, "no open settlement window")
             window_id = int(window["window_id"])
+            # Into the rows now (commits are held off): the check below compares them with
+            # the report, not the unfolded transfers with themselves. A batch a concurrent
+            # fold holds is still read as booked.
+            while await store.fold_positions(connection, store.FOLD_BATCH_MAX) == (
+                store.FOLD_BATCH_MAX
+            ):
+                pass
             rows = await store.window_transfers(connection, window_id, REPORT_TRANSFERS_MAX + 1)
             assert len(rows) <= REPORT_TRANSFERS_MAX, "a window outgrew its report"
             report = build_report(

@@ -18,11 +18,14 @@ one's next attempt, and are given that time (counted as an attempt) so that they
 the due list and cannot crowd out other destinations.
 
 A message queued by this process is offered to the deliverer once its transaction has
-committed (`offer`): started at once if a slot is free, else kept in memory (up to
-OUTBOX_WAITING_MAX) and started as soon as a slot to its destination frees, all without
-reading the outbox for it; the polls find the rest (one backed off, a memory queue full,
-what another worker queued, what a restart left). A message waiting in memory is in the
-outbox too, so dropping the memory queue (a stop, a destination failing) loses nothing.
+committed (`offer`): started at once if a slot is free, else kept in memory and started as
+soon as a slot to its destination frees, all without reading the outbox for it; the polls
+find the rest (one backed off, what another worker queued, what a restart left). A
+message a poll finds while its destination is full waits in the same queue: one queue per
+destination, oldest first, the destinations served in turn, so neither kind of message
+can starve the other and no destination the others. The queues hold at most
+OUTBOX_WAITING_MAX messages (beyond, the next poll). A waiting message is in the outbox
+too, so dropping the queues (a stop, a destination failing) loses nothing.
 
 Acknowledgements are recorded in batches: a delivery the receiver acknowledged joins the
 next `delivered` write, which marks every message acknowledged since the previous one in
@@ -186,11 +189,11 @@ class Deliverer:
             if until is not None and now < until:
                 await self.channel.retry_later(message, message["attempts"] + 1, until, None)
                 continue
-            if (
-                len(self._tasks) >= self.in_flight_max
-                or self._sending[destination] >= self.per_destination_max
-            ):
-                held_back = True
+            if not self._may_start(destination):
+                # Waits in memory with what was offered, in turn; beyond the bound, for
+                # the next look (woken when a slot frees).
+                if not self._wait(message):
+                    held_back = True
                 continue
             self._start(message)
             started += 1
@@ -216,11 +219,12 @@ class Deliverer:
                 self.wakeup.set()
             elif self._may_start(destination):
                 self._start(message)
-            elif len(self._waiting_ids) < OUTBOX_WAITING_MAX:
-                self._waiting.setdefault(destination, deque()).append(message)
-                self._waiting_ids.add(message_id)
-            else:
+            elif not self._wait(message):
                 self.wakeup.set()
+
+    def _backed_off(self, destination: str) -> bool:
+        until = self._backed_off_until.get(destination)
+        return until is not None and self.clock.now() < until
 
     def _may_start(self, destination: str) -> bool:
         return (
@@ -228,23 +232,40 @@ class Deliverer:
             and self._sending[destination] < self.per_destination_max
         )
 
+    def _wait(self, message: OutboxMessage) -> bool:
+        """Keep a message for a free slot, after those already waiting for its destination;
+        False if the memory queue is full."""
+        if len(self._waiting_ids) >= OUTBOX_WAITING_MAX:
+            return False
+        self._waiting.setdefault(message["destination"], deque()).append(message)
+        self._waiting_ids.add(message["message_id"])
+        return True
+
     def _start_waiting(self) -> None:
-        """Start offered messages that waited for a slot, while slots are free."""
-        for destination in list(self._waiting):
-            queue = self._waiting[destination]
-            while queue and self._may_start(destination):
+        """Start waiting messages while slots are free: oldest first per destination, one
+        destination after the other (a served one goes to the back of the turn)."""
+        progress = True
+        while progress and self._waiting and len(self._tasks) < self.in_flight_max:
+            progress = False
+            for destination in list(self._waiting):
+                if not self._may_start(destination) or self._backed_off(destination):
+                    continue
+                queue = self._waiting.pop(destination)
                 message = queue.popleft()
                 self._waiting_ids.discard(message["message_id"])
                 self._start(message)
-            if not queue:
-                del self._waiting[destination]
-            if len(self._tasks) >= self.in_flight_max:
-                return
+                progress = True
+                if queue:
+                    self._waiting[destination] = queue  # to the back of the turn
+                if len(self._tasks) >= self.in_flight_max:
+                    return
 
-    def _drop_waiting(self, destination: str) -> None:
-        """A destination backed off: what waited for it is left to the polls."""
-        for message in self._waiting.pop(destination, ()):
+    def _drop_waiting(self, destination: str) -> list[OutboxMessage]:
+        """What waited for a destination, no longer waiting (left to the polls)."""
+        dropped = list(self._waiting.pop(destination, ()))
+        for message in dropped:
             self._waiting_ids.discard(message["message_id"])
+        return dropped
 
     def _start(self, message: OutboxMessage) -> None:
         message_id, destination = message["message_id"], message["destination"]
@@ -259,8 +280,8 @@ class Deliverer:
                 del self._sending[destination]
             if self._ended_while_reading is not None:
                 self._ended_while_reading.add(message_id)
-            if self._waiting and self._running:
-                self._start_waiting()  # a slot is free for an offered message
+            if self._waiting:
+                self._start_waiting()  # a slot is free for a message waiting for one
             if self._held_back:
                 self.wakeup.set()  # a slot is free for a message that had to wait
 
@@ -274,11 +295,14 @@ class Deliverer:
             except SemopsError as error:
                 attempts = message["attempts"] + 1
                 at = next_attempt_at(self.clock.now(), attempts)
-                self._backed_off_until[destination] = max(
-                    at, self._backed_off_until.get(destination, at)
-                )
-                self._drop_waiting(destination)
+                until = max(at, self._backed_off_until.get(destination, at))
+                self._backed_off_until[destination] = until
+                # What waited for this destination is given the back-off too, as a look at
+                # the outbox would (module docstring).
+                dropped = self._drop_waiting(destination)
                 await self.channel.retry_later(message, attempts, at, error)
+                for waiting in dropped:
+                    await self.channel.retry_later(waiting, waiting["attempts"] + 1, until, None)
                 return
             self._backed_off_until.pop(destination, None)
             self._acknowledge(message)
@@ -327,7 +351,8 @@ class Deliverer:
                 break
             # Some had to wait for a slot (so some are in flight): look again when one ends.
             await asyncio.wait(list(self._tasks.values()), return_when=asyncio.FIRST_COMPLETED)
-        await asyncio.gather(*self._tasks.values())
+        while self._tasks:  # with what waited for a slot, started as the slots freed
+            await asyncio.gather(*self._tasks.values())
         await self._marked()
         return self.delivered_count - before
 

@@ -484,20 +484,20 @@ _select_entry_postings: Final = select(postings.c.account_id, postings.c.amount_
 )
 
 
-def _insert_entry_if_new(dialect: str) -> Any:
+def _entry_if_new(dialect: str) -> Any:
+    """INSERT the entry row from its `b_<column>` parameters ON CONFLICT DO NOTHING (its id,
+    or for a post or void its reservation's closure, taken)."""
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    columns = ("entry_id", "kind", "transfer_ref", "currency", "created_at")
     return (
         insert_for(entries)
-        .values(
-            entry_id=prepared.param(entries.c.entry_id),
-            kind=prepared.param(entries.c.kind),
-            transfer_ref=prepared.param(entries.c.transfer_ref),
-            currency=prepared.param(entries.c.currency),
-            created_at=prepared.param(entries.c.created_at),
-        )
+        .values({name: prepared.param(entries.c[name]) for name in columns})
         .on_conflict_do_nothing()
-        .returning(entries.c.seq)
     )
+
+
+def _insert_entry_if_new(dialect: str) -> Any:
+    return _entry_if_new(dialect).returning(entries.c.seq)
 
 
 _INSERT_ENTRY_IF_NEW: Final = {
@@ -588,17 +588,7 @@ def _insert_entry_with_postings(count: int) -> Any:
     statement, the entry as a data-modifying CTE the postings select from: if the entry
     is not inserted, neither are they. RETURNING one row per posting inserted."""
     entry = (
-        pg_insert(entries)
-        .values(
-            entry_id=prepared.param(entries.c.entry_id),
-            kind=prepared.param(entries.c.kind),
-            transfer_ref=prepared.param(entries.c.transfer_ref),
-            currency=prepared.param(entries.c.currency),
-            created_at=prepared.param(entries.c.created_at),
-        )
-        .on_conflict_do_nothing()
-        .returning(entries.c.entry_id, entries.c.created_at)
-        .cte("entry")
+        _entry_if_new("postgresql").returning(entries.c.entry_id, entries.c.created_at).cte("entry")
     )
     rows = [
         select(

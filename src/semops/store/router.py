@@ -773,6 +773,8 @@ async def reserved_outflows(connection: Connection, participant_id: str) -> dict
 # twice or missed.
 
 _SUMS: Final = ("net_minor", "sent_minor", "received_minor", "sent_count", "received_count")
+# Transfers one fold transaction takes at most (bounded work under the rows' locks).
+FOLD_BATCH_MAX: Final = 5000
 
 
 def _unfolded_sides(window_id: Any | None) -> list[Select[Any]]:
