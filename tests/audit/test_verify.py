@@ -385,3 +385,25 @@ def test_a_staged_row_that_is_no_entry_is_replaced_and_chaining_goes_on(tmp_path
     assert kinds[4].startswith("checkpoint") and len(kinds) == 5
     (report,) = asyncio.run(verify_data_dir(tmp_path))
     assert report.ok, report.broken
+
+
+async def _stage_one(url: str, data_dir: Path) -> None:
+    database = Database(url)
+    try:
+        audit = _audit_log(data_dir, "bank-a", database, FixedClock(int(time.time())))
+        async with database.write() as connection:
+            await audit.stage(connection, "order_committed", "bank-a", {"amount_minor": 7})
+    finally:
+        await database.dispose()
+
+
+def test_the_verifier_reports_entries_staged_and_not_chained_yet(data_dir: Path) -> None:
+    """A service that stopped between staging and chaining (a crash) leaves entries the
+    chain does not cover yet: the auditor is told how many."""
+    asyncio.run(_stage_one(sqlite_url(data_dir / "bank-a" / "bank-a.db"), data_dir))
+    reports = {report.service: report for report in asyncio.run(verify_data_dir(data_dir))}
+    assert reports["bank-a"].ok and reports["bank-a"].staged == 1
+    assert reports["router"].staged == 0
+    result = semops("audit", "verify", str(data_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 staged, not chained yet" in result.stdout

@@ -234,6 +234,9 @@ class ChainReport:
     last_checkpoint_seq: int
     unsigned_tail: int  # entries after the last checkpoint
     broken: Break | None
+    # Entries staged by the service, not chained yet (semops.audit.log): not verified, and
+    # protected by nothing until the service chains them (at once if running, on restart).
+    staged: int = 0
 
     @property
     def ok(self) -> bool:

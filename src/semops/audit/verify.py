@@ -4,7 +4,8 @@ The auditor's tool, run apart from the services (they may be running or stopped)
 service folder (`DATA/<id>/` holding `<id>.crt`: the router and each processor) it reads
 the service's database -- SQLite `DATA/<id>/<id>.db`, or the URL that `DATA/network.json`
 lists under `db_urls` (PostgreSQL) -- page by page in seq order, and feeds the rows to
-`ChainVerifier`. Checkpoint signatures are checked with the service's signing
+`ChainVerifier`, then counts the entries still staged (not chained yet: reported, not
+verified). Checkpoint signatures are checked with the service's signing
 certificates found in its folder, each first validated against the scheme root
 (`DATA/pki/root-ca.crt` unless another is given): a key that does not chain to the root
 cannot vouch for a log.
@@ -13,7 +14,7 @@ cannot vouch for a log.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -33,6 +34,7 @@ from semops.store.db import Database, sqlite_url
 VERIFY_PAGE_ROWS: Final = 1000
 ROOT_CERT: Final = Path("pki") / "root-ca.crt"
 _TABLE = store.audit_table(MetaData())
+_PENDING = store.audit_pending_table(MetaData())
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +114,22 @@ async def verify_service(log: ServiceLog, root: x509.Certificate) -> ChainReport
                 if not verifier.feed(row):
                     return verifier.finish()
             if len(page) < VERIFY_PAGE_ROWS:
-                return verifier.finish()
+                return replace(verifier.finish(), staged=await _staged(database))
             after = int(page[-1]["seq"])
     except SQLAlchemyError as error:
         problem = f"the audit log cannot be read ({type(error).__name__})"
         return ChainReport(log.service, 0, 0, 0, 0, Break(log.service, 0, problem))
     finally:
         await database.dispose()
+
+
+async def _staged(database: Database) -> int:
+    """Entries the service staged and has not chained yet (0 for a log from before staging)."""
+    try:
+        async with database.read() as connection:
+            return await store.count_pending(connection, _PENDING)
+    except SQLAlchemyError:  # no audit_pending table: a database from before it
+        return 0
 
 
 def root_path_for(data_dir: Path) -> Path:

@@ -54,6 +54,7 @@ def verify(
                 f"[green]ok[/green]     {escape(report.service)}: {report.entries} entries, "
                 f"{report.checkpoints} signed checkpoints, "
                 f"{report.unsigned_tail} after the last one"
+                + (f"; {report.staged} staged, not chained yet" if report.staged else "")
             )
         else:
             err.print(f"[bold red]BROKEN[/bold red] {escape(str(report.broken))}")
