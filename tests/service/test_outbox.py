@@ -123,6 +123,21 @@ def deliverer(box: Outbox, clock: FixedClock, **bounds: int) -> Deliverer:
     return Deliverer(box, clock, **bounds)
 
 
+async def until_delivered(box: Outbox, timeout_s: float = 2.0) -> None:
+    """Wait (bounded) until nothing in the outbox is undelivered; the caller asserts it."""
+    for _ in range(int(timeout_s / 0.01)):
+        if not box.undelivered():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def stopped(sender: Deliverer, stop: asyncio.Event, running: asyncio.Task[None]) -> None:
+    """End a running deliverer's loop and wait for it."""
+    stop.set()
+    sender.wakeup.set()
+    await asyncio.wait_for(running, 5)
+
+
 async def test_a_pass_delivers_everything_due_side_by_side_within_the_bounds(
     box: Outbox, clock: FixedClock
 ) -> None:
@@ -152,14 +167,9 @@ async def test_a_slow_destination_does_not_hold_up_the_others(
     assert not set(fast) & set(box.undelivered())  # all of them, while the slow one waits
     assert set(slow) <= set(box.undelivered()) and sender.in_flight_to("slow") == 2
     release.set()
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if not box.undelivered():
-            break
+    await until_delivered(box)
     assert box.undelivered() == []
-    stop.set()
-    sender.wakeup.set()
-    await asyncio.wait_for(running, 5)
+    await stopped(sender, stop, running)
 
 
 async def test_a_failing_destination_backs_off_as_a_whole(box: Outbox, clock: FixedClock) -> None:
@@ -195,9 +205,7 @@ async def test_a_queued_message_is_sent_at_once_not_at_the_next_poll(
             break
         await asyncio.sleep(0.01)
     assert box.undelivered() == []
-    stop.set()
-    sender.wakeup.set()
-    await asyncio.wait_for(running, 5)
+    await stopped(sender, stop, running)
 
 
 async def test_a_delivery_that_ends_while_the_outbox_is_read_is_not_sent_again(
@@ -288,10 +296,7 @@ async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wa
     assert sender.in_flight == 0 and sender.wakeup.is_set()
     stop = asyncio.Event()
     running = asyncio.create_task(sender.run(stop))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if not box.undelivered():
-            break
+    await until_delivered(box)
     assert box.undelivered() == []
     release = box.hold("mno-b")
     later = box.add("mno-b", 5) + box.add("bank-c", 3)
@@ -303,16 +308,11 @@ async def test_offered_messages_go_out_at_once_within_the_bounds_and_the_rest_wa
     assert (sender.in_flight_to("mno-b"), sender.in_flight_to("bank-c")) == (2, 2)
     assert not sender.wakeup.is_set()
     release.set()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if not box.undelivered():
-            break
+    await until_delivered(box)
     assert box.undelivered() == [] and set(box.sent.values()) == {1}  # none sent twice
     assert box.reads == reads and box.most_in_flight["mno-b"] == 2
     assert box.most_in_flight_total == 4
-    stop.set()
-    sender.wakeup.set()
-    await asyncio.wait_for(running, 5)
+    await stopped(sender, stop, running)
 
 
 async def test_offered_messages_waiting_for_a_failing_destination_are_left_to_the_polls(
@@ -336,9 +336,7 @@ async def test_offered_messages_waiting_for_a_failing_destination_are_left_to_th
     clock.advance(60)
     await sender.deliver_due()  # the poll finds all three
     assert box.undelivered() == [] and box.sent[ids[0]] == 2 and box.sent[ids[1]] == 1
-    stop.set()
-    sender.wakeup.set()
-    await asyncio.wait_for(running, 5)
+    await stopped(sender, stop, running)
 
 
 async def test_waiting_messages_are_served_in_turn_and_a_polled_one_waits_with_them(
@@ -360,13 +358,8 @@ async def test_waiting_messages_are_served_in_turn_and_a_polled_one_waits_with_t
     later = box.add("bank-c")
     sender.offer([box.rows[message_id] for message_id in later])
     release.set()
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if not box.undelivered():
-            break
+    await until_delivered(box)
     assert box.undelivered() == [] and set(box.sent.values()) == {1}
     a1, a2, a3 = first
     assert box.order == [a1, a2, polled, a3, later[0]]  # mno-b and bank-c take turns
-    stop.set()
-    sender.wakeup.set()
-    await asyncio.wait_for(running, 5)
+    await stopped(sender, stop, running)

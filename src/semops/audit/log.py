@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import structlog
@@ -42,7 +42,7 @@ from semops.audit.chain import (
 from semops.core.clock import Clock
 from semops.core.encoding import canonical_json
 from semops.crypto import PrivateKey
-from semops.service.loops import every
+from semops.service.loops import every, in_batches
 from semops.store import audit as store
 from semops.store.db import Connection, Database
 
@@ -121,34 +121,45 @@ class AuditLog:
         recent = staged_at is not None and time.monotonic() - staged_at < CHAIN_AFTER_STAGE_S
         if not (recent or anyway):
             return 0
-        chained = 0
-        while True:
-            async with self.database.write() as connection:
-                await store.lock_for_append(connection)
-                batch = await self._chain(connection)
-            chained += batch
-            if batch < CHAIN_BATCH_MAX:
-                return chained
+        return await in_batches(self.database, self._chain_locking, CHAIN_BATCH_MAX)
+
+    async def _chain_locking(self, connection: Connection) -> int:
+        await store.lock_for_append(connection)
+        return await self._chain(connection)
 
     async def _chain(self, connection: Connection) -> int:
         """Under the append lock: the oldest staged entries (up to a batch) appended."""
         staged = await store.take_pending(connection, self.pending, CHAIN_BATCH_MAX)
         if not staged:
             return 0
-        last = await store.last_entry(connection, self.table)
-        head = last[:2] if last is not None else None
         now = self.clock.now()
-        rows = []
+        items = []
         for staged_id, at, kind, actor, data in staged:
             try:
-                entry = next_entry(head, at=at, kind=kind, actor=actor, data=json.loads(data))
+                check_kind_actor(kind, actor)
+                items.append((at, kind, actor, check_data(kind, json.loads(data))))
             except (AuditDataError, ValueError) as error:  # not an entry we would write
                 log.error(
                     "audit_staged_entry_refused", staged_id=staged_id, error=type(error).__name__
                 )
-                entry = next_entry(
-                    head, at=now, kind=STAGED_REFUSED_KIND, actor=self.service_id, data={}
-                )
+                items.append((now, STAGED_REFUSED_KIND, self.service_id, {}))
+        await self._write(connection, items, now)
+        return len(staged)
+
+    async def _write(
+        self,
+        connection: Connection,
+        items: Sequence[tuple[int, str, str, Mapping[str, Any]]],
+        now: int,
+    ) -> list[AuditEntry]:
+        """Under the append lock: (at, kind, actor, data) entries after the newest one, each
+        followed by a checkpoint when one is due, in one INSERT; the entries."""
+        last = await store.last_entry(connection, self.table)
+        head = last[:2] if last is not None else None
+        entries, rows = [], []
+        for at, kind, actor, data in items:
+            entry = next_entry(head, at=at, kind=kind, actor=actor, data=data)
+            entries.append(entry)
             rows.append(entry.row())
             head = (entry.seq, entry.hash)
             if checkpoint_due(entry, self.checkpoint_every):
@@ -157,7 +168,7 @@ class AuditLog:
                 head = (checkpoint.seq, checkpoint.hash)
         await store.insert_entries(connection, self.table, rows)
         self._note_tail(rows[-1]["kind"], now)
-        return len(staged)
+        return entries
 
     def _note_tail(self, kind: str, now: int) -> None:
         if kind == CHECKPOINT_KIND:
@@ -184,13 +195,7 @@ class AuditLog:
         self, connection: Connection, kind: str, actor: str, data: Mapping[str, Any]
     ) -> AuditEntry:
         now = self.clock.now()
-        last = await store.last_entry(connection, self.table)
-        entry = next_entry(last[:2] if last else None, at=now, kind=kind, actor=actor, data=data)
-        await store.insert_entry(connection, self.table, entry.row())
-        if checkpoint_due(entry, self.checkpoint_every):
-            await self._checkpoint(connection, entry, now)
-        else:
-            self._note_tail(entry.kind, now)
+        (entry,) = await self._write(connection, [(now, kind, actor, data)], now)
         return entry
 
     async def record(self, kind: str, actor: str, data: Mapping[str, Any]) -> AuditEntry:

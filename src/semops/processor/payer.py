@@ -141,8 +141,10 @@ class _PinAttempt:
 
 
 def _is_order_id(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
     try:
-        check_id(value, kind=IdKind.ORDER)  # type: ignore[arg-type]
+        check_id(value, kind=IdKind.ORDER)
     except SemopsError:
         return False
     return True

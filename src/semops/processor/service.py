@@ -41,7 +41,7 @@ from semops.processor.payer import Payer
 from semops.processor.refunds import Refunds
 from semops.processor.settings import ProcessorSettings
 from semops.protocol import DirectoryKey, TransferStatus
-from semops.service.loops import every
+from semops.service.loops import every, in_batches
 from semops.service.outbox import OUTBOX_POLL_INTERVAL_S
 from semops.store import processor as store
 from semops.store.db import Database
@@ -329,11 +329,7 @@ class Processor:
     async def _fold_ledger(self) -> None:
         """The system postings of the last interval into their accounts' rows, a batch per
         short write transaction, until none is left."""
-        while True:
-            async with self.context.database.write() as connection:
-                folded = await accounts.fold(connection)
-            if folded < accounts.FOLD_BATCH_MAX:
-                return
+        await in_batches(self.context.database, accounts.fold, accounts.FOLD_BATCH_MAX)
 
     async def _refresh_directory(self) -> None:
         await self.directory.refresh()

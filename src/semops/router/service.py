@@ -97,7 +97,7 @@ from semops.protocol import (
 )
 from semops.router.participants import Participants, RegistrationAnswer
 from semops.service.http import Peer
-from semops.service.loops import every
+from semops.service.loops import every, in_batches
 from semops.service.outbox import OUTBOX_DELIVERY_TIMEOUT_S, Deliverer
 from semops.store import router as store
 from semops.store.db import Database
@@ -768,13 +768,10 @@ class Router:
     async def fold_positions(self) -> int:
         """The transfers committed since the last pass into the positions and window
         positions, a batch per short write transaction, until none is left; how many."""
-        folded = 0
-        while True:
-            async with self.database.write() as connection:
-                batch = await store.fold_positions(connection, store.FOLD_BATCH_MAX)
-            folded += batch
-            if batch < store.FOLD_BATCH_MAX:
-                return folded
+        batch_max = store.FOLD_BATCH_MAX
+        return await in_batches(
+            self.database, lambda connection: store.fold_positions(connection, batch_max), batch_max
+        )
 
     async def sweep_expired(self) -> int:
         """Abort every transfer still RESERVED after its expiry; returns how many."""

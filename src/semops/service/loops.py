@@ -1,4 +1,5 @@
-"""Background work a service repeats until it stops: one loop for all of it."""
+"""Background work a service repeats until it stops: one loop for all of it, and one
+way to catch up in bounded batches."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
+
+from semops.store.db import Connection, Database
 
 log = structlog.get_logger("semops.service")
 
@@ -28,3 +31,17 @@ async def every(
             )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def in_batches(
+    database: Database, step: Callable[[Connection], Awaitable[int]], batch_max: int
+) -> int:
+    """Background catch-up work (a fold, the audit chainer): `step` in a short write
+    transaction of its own, again as long as it did a full batch; how much it did."""
+    done = 0
+    while True:
+        async with database.write() as connection:
+            batch = await step(connection)
+        done += batch
+        if batch < batch_max:
+            return done

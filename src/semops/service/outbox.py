@@ -371,8 +371,8 @@ class Deliverer:
                 await _first_of(self.wakeup, stop, timeout_s=OUTBOX_POLL_INTERVAL_S)
         finally:
             self._running = False
-            for destination in list(self._waiting):
-                self._drop_waiting(destination)
+            self._waiting.clear()  # still in the outbox: the next run's polls find them
+            self._waiting_ids.clear()
             tasks = list(self._tasks.values())
             for task in tasks:
                 task.cancel()

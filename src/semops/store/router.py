@@ -900,20 +900,19 @@ async def fold_positions(connection: Connection, limit: int) -> int:
         .values(folded=True)
         .returning(t.window_id, t.payer_processor, t.payee_processor, t.currency, t.amount_minor)
     )
-    nets: dict[tuple[str, str], int] = {}
     sums: dict[tuple[int, str, str], list[int]] = {}
     count = 0
     for window_id, sender, receiver, currency, amount in result:
         count += 1
         assert window_id is not None, "a committed transfer carries its window"
         for participant, sending in ((sender, True), (receiver, False)):
-            nets[(participant, currency)] = nets.get((participant, currency), 0) + (
-                -amount if sending else amount
-            )
             moved = sums.setdefault((int(window_id), participant, currency), [0, 0, 0, 0, 0])
             moved[0] += -amount if sending else amount
             moved[1 if sending else 2] += amount
             moved[3 if sending else 4] += 1
+    nets: dict[tuple[str, str], int] = {}  # a position moves by its windows' nets
+    for (_, participant, currency), moved in sums.items():
+        nets[(participant, currency)] = nets.get((participant, currency), 0) + moved[0]
     for (participant, currency), net in sorted(nets.items()):
         await adjust_position(connection, participant, currency, net)
     for (window_id, participant, currency), moved in sorted(sums.items()):
